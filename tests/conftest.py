@@ -1,0 +1,59 @@
+"""Shared fixtures: scratch copies of the repo where the real pipeline runs (papermill kernels, DVC, MLflow, Milvus Lite)."""
+import os, shutil, subprocess, sys
+from pathlib import Path
+import pytest, yaml
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+# small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
+SMALL = {'train': {'epochs': 3, 'hidden': [32]}}
+
+def clean_env(**extra) -> dict:
+    "The environment of a user who set nothing: embedded backends, this venv first on PATH."
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLFLOW_', 'MILVUS_', 'MLWB_', 'RAY_'))}
+    env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env['PYTHONUNBUFFERED'] = '1'
+    return {**env, **extra}
+
+def sh(cmd, cwd, check=True, timeout=900, **kw) -> subprocess.CompletedProcess:
+    "Run a command (list or shell string) in `cwd`; on failure show its output."
+    r = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), capture_output=True, text=True, env=kw.pop('env', clean_env()), timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{cmd} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
+    return r
+
+def set_params(root: Path, **sections):
+    "Update sections of root/params.yaml (e.g. train={'epochs': 4})."
+    p = root/'params.yaml'; params = yaml.safe_load(p.read_text())
+    for sec, vals in sections.items(): params.setdefault(sec, {}).update(vals)
+    p.write_text(yaml.safe_dump(params, sort_keys=False))
+
+def copy_repo(dest: Path) -> Path:
+    "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work) into a fresh git repo."
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=REPO, capture_output=True, text=True, check=True).stdout.split('\0')
+    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/')   # results of a run on another machine
+    for f in filter(None, files):
+        if f.startswith(skip) or not (REPO/f).is_file(): continue
+        (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(REPO/f, dest/f)
+    for cmd in (['git', 'init', '-q', '-b', 'main'], ['git', 'add', '-A'],
+                ['git', '-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-qm', 'test copy']):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+@pytest.fixture(scope='session')
+def project(tmp_path_factory) -> Path:
+    "A copy of the repo with small params, on which the full pipeline has run once."
+    root = copy_repo(tmp_path_factory.mktemp('project'))
+    set_params(root, **SMALL)
+    r = sh(['dvc', 'repro'], root)
+    (root.parent/'first_repro.log').write_text(r.stdout + r.stderr)
+    return root
+
+@pytest.fixture
+def scratch(tmp_path) -> Path:
+    "A fresh copy of the repo on which nothing has run."
+    root = copy_repo(tmp_path/'repo'); set_params(root, **SMALL); return root
+
+def py(code: str, cwd, check=True, **kw):
+    "Run python code in a fresh interpreter of this venv (the tests never open Milvus Lite themselves: one process per directory)."
+    return sh([sys.executable, '-c', code], cwd, check=check, **kw)

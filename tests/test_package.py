@@ -1,0 +1,77 @@
+"""The package: light import, thin stage notebooks consistent with params.yaml and dvc.yaml, CLI help, and a wheel that works without nbs/."""
+import ast, json, os, shutil, subprocess, sys, venv
+from pathlib import Path
+import pytest, yaml
+from conftest import REPO, sh, py, clean_env
+
+HEAVY = ('torch', 'ray', 'mlflow', 'pymilvus', 'papermill', 'dvc')
+
+def test_import_is_light_and_does_nothing(tmp_path):
+    code = ("import sys, mlops_workbench, mlops_workbench.config, mlops_workbench.data, mlops_workbench.evaluate, mlops_workbench.stages, mlops_workbench.cli; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    assert py(code, tmp_path).stdout.strip() == '[]'
+    assert list(tmp_path.iterdir()) == []     # no folder, file or store created at import
+
+def stage_notebooks():
+    return sorted((REPO/'nbs'/'stages').glob('*.ipynb'))
+
+@pytest.mark.parametrize('nb', stage_notebooks(), ids=lambda p: p.stem)
+def test_stage_notebook_is_thin_and_consistent(nb):
+    from mlops_workbench.stages import notebook_parameters
+    cells = json.loads(nb.read_text())['cells']
+    assert cells[0]['cell_type'] == 'markdown' and '**Reads**' in ''.join(cells[0]['source']) and '**Writes**' in ''.join(cells[0]['source'])
+    for c in cells:
+        if c['cell_type'] == 'code':
+            tree = ast.parse(''.join(c['source']))
+            assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))], 'stage notebooks define no functions'
+    declared = notebook_parameters(nb)
+    params, dvc = yaml.safe_load((REPO/'params.yaml').read_text()), yaml.safe_load((REPO/'dvc.yaml').read_text())
+    stage = dvc['stages'][nb.stem]
+    assert set(params[nb.stem]) == set(declared)
+    assert {p.split('.', 1)[1] for p in stage['params'] if p.startswith(nb.stem + '.')} == set(declared)
+    assert f'nbs/stages/{nb.stem}.ipynb' in stage['deps'] and f'reports/{nb.stem}.ipynb' in stage['outs']
+    assert stage['cmd'] == f'mlwb stage {nb.stem}'
+
+def test_parameters_tag_survives_nbdev_clean(tmp_path):
+    nb = tmp_path/'prepare.ipynb'; shutil.copy(REPO/'nbs'/'stages'/'prepare.ipynb', nb)
+    sh([str(Path(sys.executable).parent/'nbdev_clean'), '--fname', str(nb)], REPO)
+    tags = [c.get('metadata', {}).get('tags') for c in json.loads(nb.read_text())['cells']]
+    assert ['parameters'] in tags
+
+@pytest.mark.parametrize('cmd', [[], ['run'], ['stage'], ['check'], ['metrics'], ['search'], ['milvus-server'], ['ui']])
+def test_every_command_has_help(cmd, tmp_path):
+    r = sh(['mlwb', *cmd, '--help'], tmp_path)
+    assert r.stdout.startswith('usage: mlwb') and len(r.stdout.splitlines()) > 3
+
+def test_wheel_installs_and_works_without_notebooks(tmp_path):
+    dist = tmp_path/'dist'
+    sh([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(dist), str(REPO)], tmp_path)
+    wheel = next(dist.glob('mlops_workbench-*.whl'))
+    venv.create(tmp_path/'venv', with_pip=True)
+    vpy = tmp_path/'venv'/'bin'/'python'
+    sh([str(vpy), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-c', str(REPO/'constraints.txt'), str(wheel)], tmp_path, timeout=1200)
+    work = tmp_path/'elsewhere'; work.mkdir()     # no nbs/, no params.yaml, no repo
+    code = r"""
+import sys, numpy as np, mlops_workbench
+assert 'site-packages' in mlops_workbench.__file__, mlops_workbench.__file__
+from mlops_workbench.config import load_config
+from mlops_workbench.data import ingest, Schema, split_dataset, to_arrays
+from mlops_workbench.train import seed_everything, build_model, train_model, embed
+from mlops_workbench.tracking import stage_run, log_metrics, log_torch_model, load_torch_model
+from mlops_workbench import vectors
+cfg = load_config()
+clean, rej, schema = ingest('digits', Schema())
+splits = split_dataset(clean, seed=0); meta = dict(classes=list(range(10)), features=schema.features)
+(X, y), (Xv, yv) = to_arrays(splits['train'], meta), to_arrays(splits['val'], meta)
+seed_everything(0, 1); m = build_model('mlp', 64, 10, [16])
+with stage_run('train', {'epochs': 2}, 'fp', cfg=cfg) as (c, rid):
+    h = train_model(m, X, y, Xv, yv, epochs=2, progress=False); log_metrics(c, rid, h); mv = log_torch_model(m, X[:3], rid, cfg=cfg)
+back = load_torch_model(mv.version, cfg)
+cl = vectors.connect(cfg); vectors.create_collection(cl, 'c', 16)
+E = embed(back, X)
+vectors.insert_embeddings(cl, 'c', E, dict(id=splits['train']['id'], label=splits['train']['label'], split='train', prediction=0, model_version=1, run_id=rid, data_fingerprint='fp'), progress=False)
+print(vectors.search(cl, 'c', E[:1], 1)[0][0]['id'] == str(splits['train']['id'][0]), h[-1]['val_accuracy'] > 0.5)
+"""
+    r = sh([str(vpy), '-c', code], work, env=clean_env(PATH=f"{tmp_path/'venv'/'bin'}:/usr/bin:/bin"))
+    assert r.stdout.split()[-2:] == ['True', 'True'], r.stdout
+    assert sh([str(tmp_path/'venv'/'bin'/'mlwb'), '--help'], work).returncode == 0

@@ -1,0 +1,92 @@
+"""Faults through the real stage runner: bad input files, quarantined rows, a killed `dvc repro`, a busy Milvus Lite directory."""
+import json, os, signal, socket, subprocess, sys, time
+import numpy as np, pandas as pd, psutil, pytest
+from conftest import sh, py, set_params, clean_env
+
+def tmp_files(root):
+    return [p for p in root.rglob('.tmp-*') if '.git' not in p.parts and '.dvc' not in p.parts]
+
+def digits_csv(path, bad_rows=()):
+    from sklearn.datasets import load_digits
+    d = load_digits(); df = pd.DataFrame(d.data.astype(int), columns=[f'px_{i//8}_{i%8}' for i in range(64)])
+    df.insert(0, 'label', d.target); df.insert(0, 'id', [f'img-{i:04d}' for i in range(len(df))])
+    df = df.astype(str)
+    for i, col, val in bad_rows: df.loc[i, col] = val
+    path.parent.mkdir(parents=True, exist_ok=True); df.to_csv(path, index=False)
+    return df
+
+def test_bad_file_fails_the_stage_with_one_line_and_no_output(scratch):
+    (scratch/'data'/'raw'/'bad.csv').write_text('id;label;px\n1;0;3\n')
+    set_params(scratch, prepare={'source': 'data/raw/bad.csv'})
+    r = sh(['mlwb', 'stage', 'prepare', '--no-progress'], scratch, check=False)
+    assert r.returncode == 1
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith('mlwb: error: stage prepare failed in cell')
+    assert "DataFileError: data/raw/bad.csv: found a single column; the file looks ';'-delimited" in last
+    assert not (scratch/'data'/'prepared').exists() and not (scratch/'reports'/'prepare.ipynb').exists()
+    assert (scratch/'reports'/'failed'/'prepare.ipynb').exists() and not tmp_files(scratch)
+    r = sh(['dvc', 'repro', 'prepare'], scratch, check=False)   # through DVC: non-zero too, and nothing recorded
+    assert r.returncode != 0 and not (scratch/'dvc.lock').exists()
+
+def test_own_csv_with_bad_rows_is_prepared_and_quarantined(scratch):
+    df = digits_csv(scratch/'data'/'raw'/'mine.csv', [(5, 'px_0_3', 'oops'), (17, 'px_4_4', '99'), (40, 'label', '12')])
+    df.iloc[[3]].to_csv(scratch/'data'/'raw'/'mine.csv', mode='a', header=False, index=False)   # a duplicated id at the end
+    set_params(scratch, prepare={'source': 'data/raw/mine.csv'})
+    sh(['dvc', 'repro', 'prepare'], scratch)
+    m = json.loads((scratch/'metrics'/'prepare.json').read_text())
+    assert (m['rows'], m['valid'], m['rejected']) == (1798, 1794, 4)
+    q = pd.read_csv(scratch/'data'/'quarantine'/'rejected.csv', dtype=str)
+    assert q['_row'].tolist() == ['6', '18', '41', '1798']
+    assert q['_column'].tolist() == ['px_0_3', 'px_4_4', 'label', 'id']
+    assert "duplicate id 'img-0003' (first at row 4)" in q['_reason'].iloc[-1]
+    prepared = pd.read_parquet(scratch/'data'/'prepared'/'train.parquet')
+    assert prepared['id'].dtype == object and prepared['id'].str.startswith('img-').all()
+
+def test_killed_dvc_repro_leaves_no_stage_process_and_no_half_file(scratch):
+    sh(['dvc', 'repro', 'prepare'], scratch)
+    dvc = subprocess.Popen(['dvc', 'repro', 'train'], cwd=scratch, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    t0, tree = time.time(), []
+    while time.time() - t0 < 120:   # wait until papermill is writing the report and the kernel runs
+        tree = psutil.Process(dvc.pid).children(recursive=True) if dvc.poll() is None else []
+        if tmp_files(scratch/'reports') and any('ipykernel' in ' '.join(p.cmdline()) for p in tree if p.is_running()): break
+        time.sleep(0.2)
+    else: pytest.fail('the train stage never started its kernel')
+    assert tree
+    os.kill(dvc.pid, signal.SIGKILL); dvc.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=20)
+    assert not alive, [p.cmdline() for p in alive]
+    assert not tmp_files(scratch) and not (scratch/'reports'/'train.ipynb').exists() and not (scratch/'models'/'model.json').exists()
+    assert "Running stage 'train'" in sh(['dvc', 'repro'], scratch).stdout   # and the next repro runs it cleanly
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def test_busy_milvus_lite_gives_a_clear_error_and_can_wait(project):
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; from mlops_workbench.vectors import connect; connect(); print("ready", flush=True); time.sleep(8)'],
+                              cwd=project, env=clean_env(), stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == 'ready'
+    r = sh(['mlwb', 'search', '--id', '0'], project, check=False)
+    assert r.returncode == 1 and 'Traceback' not in r.stderr
+    assert f'is open in process {holder.pid}' in r.stderr and 'mlwb milvus-server' in r.stderr and 'MILVUS_URI' in r.stderr
+    r = sh(['mlwb', 'search', '--id', '0', '--wait', '60'], project)   # waits for the holder to exit, then answers
+    assert holder.wait() == 0 and 'rank' in r.stdout
+
+def test_milvus_server_shares_the_directory(project):
+    port = free_port()
+    srv = subprocess.Popen(['mlwb', 'milvus-server', '--port', str(port)], cwd=project, env=clean_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            with socket.socket() as s:
+                if s.connect_ex(('127.0.0.1', port)) == 0: break
+            time.sleep(0.3)
+        env = clean_env(MILVUS_URI=f'http://127.0.0.1:{port}')
+        procs = [subprocess.Popen(['mlwb', 'search', '--id', str(i), '--json'], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outs
+        assert all(len(json.loads(o[0])) == 5 for o in outs)
+        r = sh(['mlwb', 'search', '--id', '1'], project, check=False)   # the directory itself is held by the server
+        assert r.returncode == 1 and 'milvus-server' in r.stderr
+    finally:
+        os.killpg(srv.pid, signal.SIGTERM); srv.wait(30)
