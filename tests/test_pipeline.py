@@ -17,7 +17,7 @@ out = dict(runs=[dict(id=r.info.run_id, status=r.info.status, tags=r.data.tags, 
                       epochs=len(c.get_metric_history(r.info.run_id, 'val_loss')),
                       artifacts=[a.path for a in c.list_artifacts(r.info.run_id, 'reports')] + [a.path for a in c.list_artifacts(r.info.run_id, 'plots')])
                  for r in runs],
-           versions=[dict(version=int(v.version), run_id=v.run_id, tags=v.tags) for v in c.search_model_versions(f"name='{cfg.model_name}'")])
+           versions=sorted([dict(version=int(v.version), run_id=v.run_id, tags=v.tags) for v in c.search_model_versions(f"name='{cfg.model_name}'")], key=lambda v: v['version']))
 print(json.dumps(out))
 """
     return json.loads(py(code, root).stdout)
@@ -72,7 +72,7 @@ def test_similarity_search(project):
     # raw features of a stored example: its nearest neighbour is itself, at distance ~0
     code = ("import json, pandas as pd; from mlops_workbench.vectors import search_similar; "
             "df = pd.read_parquet('data/prepared/test.parquet'); x = df.iloc[0][[c for c in df.columns if c.startswith('px_')]].to_numpy('float32'); "
-            "h = search_similar(x, 1)[0][0]; print(json.dumps([str(df.iloc[0]['id']), h['id'], h['distance']]))")
+            "h = search_similar(x, 1)[0][0]; print(json.dumps([str(df['id'].iloc[0]), h['id'], h['distance']]))")
     want, got, dist = json.loads(py(code, project).stdout)
     assert got == want and dist < 1e-3
     out = sh(['mlwb', 'search', '--id', '5', '--split', 'train'], project).stdout

@@ -40,7 +40,7 @@ def test_own_csv_with_bad_rows_is_prepared_and_quarantined(scratch):
     assert q['_column'].tolist() == ['px_0_3', 'px_4_4', 'label', 'id']
     assert "duplicate id 'img-0003' (first at row 4)" in q['_reason'].iloc[-1]
     prepared = pd.read_parquet(scratch/'data'/'prepared'/'train.parquet')
-    assert prepared['id'].dtype == object and prepared['id'].str.startswith('img-').all()
+    assert pd.api.types.is_string_dtype(prepared['id']) and prepared['id'].str.startswith('img-').all()
 
 def test_killed_dvc_repro_leaves_no_stage_process_and_no_half_file(scratch):
     sh(['dvc', 'repro', 'prepare'], scratch)
