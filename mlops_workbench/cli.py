@@ -6,12 +6,12 @@
 __all__ = ['cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server', 'cmd_ui',
            'build_parser', 'main']
 
-# %% ../nbs/07_cli.ipynb #53b6f17f
+# %% ../nbs/07_cli.ipynb #7ef30313
 import argparse, json, os, shutil, subprocess, sys
 from pathlib import Path
 from .config import load_config, read_json
 
-# %% ../nbs/07_cli.ipynb #5d4efacb
+# %% ../nbs/07_cli.ipynb #3bd89784
 def _env_with_this_python() -> dict:
     "The environment with this interpreter's bin folder first on PATH, so stages run `mlwb` from this environment."
     env = dict(os.environ); bindir = str(Path(sys.executable).parent)
@@ -38,7 +38,7 @@ def cmd_check(args):
     for stage, params in check_all().items(): print(f"{stage}: {len(params)} params ok")
     return 0
 
-# %% ../nbs/07_cli.ipynb #de565095
+# %% ../nbs/07_cli.ipynb #60050bae
 def _fmt(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
 
 def metrics_table(cfg=None) -> str:
@@ -77,7 +77,7 @@ def cmd_search(args):
         print(f"{i:>4}  {h['id']:>8}  {h['distance']:>10.4f}  {h['label']:>6}  {h['prediction']:>6}  {h['split']:<6}  v{h['model_version']} (run {h['run_id'][:8]})")
     return 0
 
-# %% ../nbs/07_cli.ipynb #d6503c8e
+# %% ../nbs/07_cli.ipynb #72b2b9d9
 def cmd_milvus_server(args):
     "Serve the Milvus Lite data directory to many processes (then set MILVUS_URI=http://HOST:PORT)."
     from mlops_workbench.vectors import _lock_lite
@@ -100,7 +100,7 @@ def cmd_ui(args):
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return subprocess.run(cmd, env=env).returncode
 
-# %% ../nbs/07_cli.ipynb #2c015c7f
+# %% ../nbs/07_cli.ipynb #ece461a4
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
     p = argparse.ArgumentParser(prog='mlwb', description="mlops-workbench: run the notebook pipeline, inspect its results, search its embeddings.",
@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
     return p
 
-# %% ../nbs/07_cli.ipynb #03c8c00d
+# %% ../nbs/07_cli.ipynb #2491ef4f
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."
     args = build_parser().parse_args(argv)

@@ -6,12 +6,12 @@
 __all__ = ['PARAMS_FILE', 'DEFAULTS', 'PIPELINE_OUTPUTS', 'find_root', 'read_params', 'Config', 'load_config', 'atomic_write',
            'write_json', 'read_json', 'git_commit']
 
-# %% ../nbs/00_config.ipynb #31f64636
+# %% ../nbs/00_config.ipynb #090267c7
 import contextlib, json, os, subprocess, tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# %% ../nbs/00_config.ipynb #dc1a881f
+# %% ../nbs/00_config.ipynb #e83e0176
 PARAMS_FILE = 'params.yaml'
 
 def find_root(start:str|Path|None=None, # where to start looking (default: the working directory)
@@ -25,7 +25,7 @@ def find_root(start:str|Path|None=None, # where to start looking (default: the w
         if (d/PARAMS_FILE).is_file(): return d
     return start
 
-# %% ../nbs/00_config.ipynb #7080687f
+# %% ../nbs/00_config.ipynb #25f0173f
 def read_params(root:str|Path, # project root holding `params.yaml`
                ) -> dict: # the parsed file, `{}` if there is none
     "Read `params.yaml` under `root`; a malformed file raises `ValueError` naming it."
@@ -38,7 +38,7 @@ def read_params(root:str|Path, # project root holding `params.yaml`
     if not isinstance(params, dict): raise ValueError(f"{p}: expected a mapping of sections (prepare:, train:, ...), got {type(params).__name__}")
     return params
 
-# %% ../nbs/00_config.ipynb #27c4b735
+# %% ../nbs/00_config.ipynb #79e3ca5b
 DEFAULTS = dict(experiment='mlops-workbench', model_name='digits-classifier', kernel='mlops-workbench')
 
 @dataclass
@@ -66,7 +66,7 @@ class Config:
         "A path under the project root."
         return self.root.joinpath(*parts)
 
-# %% ../nbs/00_config.ipynb #82226209
+# %% ../nbs/00_config.ipynb #6dddc256
 def load_config(root:str|Path|None=None, # project root (default: `find_root()`)
                 env:dict|None=None, # environment (default: `os.environ`)
                ) -> Config:
@@ -83,7 +83,7 @@ def load_config(root:str|Path|None=None, # project root (default: `find_root()`)
         milvus_uri=env.get('MILVUS_URI') or str(root/'milvus.db'), milvus_token=env.get('MILVUS_TOKEN') or None,
         kernel=pick('MLWB_KERNEL', 'kernel'), params=params)
 
-# %% ../nbs/00_config.ipynb #85cf52a6
+# %% ../nbs/00_config.ipynb #e4de481c
 @contextlib.contextmanager
 def atomic_write(path:str|Path, # the file to (re)write
                  mode:str='w', # 'w' for text, 'wb' for bytes
@@ -117,7 +117,7 @@ def read_json(path:str|Path):
     "Read a JSON file."
     return json.loads(Path(path).read_text(encoding='utf-8'))
 
-# %% ../nbs/00_config.ipynb #f8c4e10d
+# %% ../nbs/00_config.ipynb #16791a2b
 PIPELINE_OUTPUTS = ('dvc.lock', 'metrics', 'plots', 'models')  # rewritten by every run: not a change of code or params
 
 def git_commit(root:str|Path, # a folder inside a git work tree

@@ -7,14 +7,14 @@ __all__ = ['CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'SPLITS', 'DataFileError', 'Schem
            'read_table', 'check_columns', 'validate_rows', 'describe_rejections', 'ingest', 'split_dataset',
            'fingerprint', 'replace_dir', 'save_prepared', 'load_prepared', 'to_arrays', 'write_quarantine']
 
-# %% ../nbs/01_data.ipynb #d4d6e230
+# %% ../nbs/01_data.ipynb #8f153ceb
 import csv, hashlib, io, os, shutil, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import write_json, read_json
 
-# %% ../nbs/01_data.ipynb #9185c1a5
+# %% ../nbs/01_data.ipynb #fbfbcbda
 class DataFileError(ValueError):
     "A whole input file is unusable; the message names the file and the reason."
 
@@ -29,7 +29,7 @@ class Schema:
     labels: list = field(default_factory=list) # allowed labels; empty: any
     image_shape: list = field(default_factory=list) # e.g. [8, 8] when features are image pixels (needed by the CNN)
 
-# %% ../nbs/01_data.ipynb #8917b3df
+# %% ../nbs/01_data.ipynb #de0da068
 def digits_schema() -> Schema:
     "The schema of `load_digits_frame`: 64 pixels in 0..16, labels 0..9."
     return Schema(label='label', features=[f'px_{r}_{c}' for r in range(8) for c in range(8)], id_col='id',
@@ -43,7 +43,7 @@ def load_digits_frame() -> pd.DataFrame:
     df.insert(0, 'label', d.target.astype('int64')); df.insert(0, 'id', np.arange(len(df), dtype='int64'))
     return df
 
-# %% ../nbs/01_data.ipynb #e8873f22
+# %% ../nbs/01_data.ipynb #9f483c16
 CSV_SUFFIXES, PARQUET_SUFFIXES = ('.csv', '.tsv', '.txt'), ('.parquet', '.pq')
 
 def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
@@ -74,7 +74,7 @@ def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
     if len(df) == 0: raise DataFileError(f"{path}: has a header but no data rows")
     return df
 
-# %% ../nbs/01_data.ipynb #b3801830
+# %% ../nbs/01_data.ipynb #37d43d08
 def check_columns(df:pd.DataFrame, # the table as read
                   schema:Schema, # expected columns
                   path:str|Path, # file name for messages
@@ -97,7 +97,7 @@ def check_columns(df:pd.DataFrame, # the table as read
     if not feats: raise DataFileError(f"{path}: no feature columns besides '{schema.label}'")
     return feats
 
-# %% ../nbs/01_data.ipynb #836e05b8
+# %% ../nbs/01_data.ipynb #0fe42057
 _MISSING = {'', 'nan', 'NaN', 'NA', 'N/A', 'null', 'NULL', 'None'}
 
 def _as_numbers(s:pd.Series):
@@ -118,7 +118,7 @@ def _label_key(v):
     except (TypeError, ValueError): pass
     return str(v)
 
-# %% ../nbs/01_data.ipynb #9c4af82e
+# %% ../nbs/01_data.ipynb #c252ebc2
 def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
                   schema:Schema, # what a valid row looks like
                   path:str|Path='<data>', # file name for messages and the quarantine file
@@ -173,7 +173,7 @@ def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
     if schema.id_col and clean['id'].map(lambda k: k.lstrip('-').isdigit()).all(): clean['id'] = clean['id'].astype('int64')
     return clean.reset_index(drop=True), rej.reset_index(drop=True)
 
-# %% ../nbs/01_data.ipynb #512fabe2
+# %% ../nbs/01_data.ipynb #3bd5fa13
 def describe_rejections(rejected:pd.DataFrame, # rows from `validate_rows`
                         limit:int=5, # how many to spell out
                        ) -> str:
@@ -183,7 +183,7 @@ def describe_rejections(rejected:pd.DataFrame, # rows from `validate_rows`
     if len(rejected) > limit: lines.append(f"... and {len(rejected)-limit} more")
     return '\n'.join(lines)
 
-# %% ../nbs/01_data.ipynb #c23aec7d
+# %% ../nbs/01_data.ipynb #b9ed1731
 def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
            schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
            root:str|Path='.', # project root for relative paths
@@ -202,7 +202,7 @@ def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `
         raise DataFileError(f"{name}: {len(rej)} of {len(df)} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
     return clean, rej, schema
 
-# %% ../nbs/01_data.ipynb #25e090ac
+# %% ../nbs/01_data.ipynb #50d31a01
 SPLITS = ('train', 'val', 'test')
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
@@ -231,7 +231,7 @@ def fingerprint(splits:dict, # split name -> frame
         h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
-# %% ../nbs/01_data.ipynb #03c251a6
+# %% ../nbs/01_data.ipynb #b6573cd3
 def replace_dir(tmp:Path, dest:Path):
     "Move the finished folder `tmp` to `dest`, replacing it."
     old = None
@@ -271,7 +271,7 @@ def to_arrays(df:pd.DataFrame, # a prepared split
     index = {_label_key(c): i for i, c in enumerate(meta['classes'])}
     return X, df['label'].map(lambda v: index[_label_key(v)]).to_numpy(dtype='int64')
 
-# %% ../nbs/01_data.ipynb #2498f448
+# %% ../nbs/01_data.ipynb #d93ebce2
 def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
                      out_dir:str|Path, # e.g. data/quarantine
                     ) -> Path:

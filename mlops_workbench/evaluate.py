@@ -5,12 +5,12 @@
 # %% auto #0
 __all__ = ['classification_metrics', 'flat_metrics', 'write_confusion_plot_data', 'confusion_figure', 'history_figure']
 
-# %% ../nbs/04_evaluate.ipynb #986b8910
+# %% ../nbs/04_evaluate.ipynb #dd4b5c28
 from pathlib import Path
 import numpy as np, pandas as pd
 from .config import write_json, atomic_write
 
-# %% ../nbs/04_evaluate.ipynb #78c05f65
+# %% ../nbs/04_evaluate.ipynb #d5775023
 def classification_metrics(y_true:np.ndarray, # true class indices
                            y_pred:np.ndarray, # predicted class indices
                            classes:list, # class labels, by index
@@ -24,7 +24,7 @@ def classification_metrics(y_true:np.ndarray, # true class indices
                 per_class={str(c): dict(precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i])) for i, c in enumerate(classes)},
                 confusion=confusion_matrix(y_true, y_pred, labels=idx).tolist())
 
-# %% ../nbs/04_evaluate.ipynb #c55c4b2e
+# %% ../nbs/04_evaluate.ipynb #9da6210e
 def flat_metrics(m:dict, # from `classification_metrics`
                 ) -> dict:
     "The metrics without the confusion matrix, for `metrics/*.json`."

@@ -6,12 +6,12 @@
 __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'notebook_parameters', 'check_params', 'stage_params',
            'check_all', 'check_kernel', 'run_stage']
 
-# %% ../nbs/06_stages.ipynb #1407027c
+# %% ../nbs/06_stages.ipynb #dc69fcc1
 import ast, difflib, json, os, signal, sys, threading, time
 from pathlib import Path
 from .config import Config, load_config
 
-# %% ../nbs/06_stages.ipynb #53f82083
+# %% ../nbs/06_stages.ipynb #e5eb3fa8
 class ParamError(ValueError):
     "A stage's params do not match its notebook's parameters cell."
 
@@ -42,7 +42,7 @@ def notebook_parameters(nb_path:str|Path, # a notebook with a cell tagged `param
         except ValueError: raise ParamError(f"{nb_path}: parameter {node.targets[0].id!r} (line {node.lineno}) is not a plain literal") from None
     return out
 
-# %% ../nbs/06_stages.ipynb #db71518c
+# %% ../nbs/06_stages.ipynb #3f61e5de
 def _type_ok(value, default) -> bool:
     if default is None: return True
     if isinstance(default, bool): return isinstance(value, bool)
@@ -70,7 +70,7 @@ def check_params(stage:str, # stage name (its section in params.yaml)
     if errs: raise ParamError(f"{source}: " + '; '.join(errs))
     return {k: (float(v) if isinstance(declared[k], float) and isinstance(v, int) else v) for k, v in given.items()}
 
-# %% ../nbs/06_stages.ipynb #a3cc7b55
+# %% ../nbs/06_stages.ipynb #f1ea971c
 def stage_params(stage:str, cfg:Config|None=None) -> dict:
     "The checked params of `stage` from params.yaml."
     cfg = cfg or load_config()
@@ -81,7 +81,7 @@ def check_all(cfg:Config|None=None) -> dict:
     cfg = cfg or load_config()
     return {p.stem: stage_params(p.stem, cfg) for p in sorted(cfg.path(STAGES_DIR).glob('*.ipynb'))}
 
-# %% ../nbs/06_stages.ipynb #326335b9
+# %% ../nbs/06_stages.ipynb #0b3fe82a
 def check_kernel(name:str) -> str:
     "Fail unless kernel `name` exists and runs this environment's Python; return its python path."
     from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
@@ -93,7 +93,7 @@ def check_kernel(name:str) -> str:
         raise StageFailed(f"Jupyter kernel {name!r} runs {py}, not this environment's {sys.executable}; reinstall it with `make install`")
     return py
 
-# %% ../nbs/06_stages.ipynb #a5bf6983
+# %% ../nbs/06_stages.ipynb #a73e4110
 def _kill_children():
     "Kill every process started by this one (kernels run in their own session, so a group kill misses them)."
     import psutil
@@ -125,7 +125,7 @@ class _Guard:
         self.done.set()
         for s, h in self.old.items(): signal.signal(s, h)
 
-# %% ../nbs/06_stages.ipynb #8342edb1
+# %% ../nbs/06_stages.ipynb #5559fbce
 def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
               cfg:Config|None=None, # workbench config
               progress:bool=True, # papermill's progress bar over cells
@@ -143,7 +143,8 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
     try:
         with _Guard([tmp, runs]):
             try: pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=cfg.kernel, language='python', cwd=str(cfg.root),
-                                     progress_bar=progress, request_save_on_cell_execute=True)
+                                     progress_bar=progress, request_save_on_cell_execute=True,
+                                     shutdown_kernel='immediate')   # every cell has finished and flushed: skip the ~1.5 s graceful stop
             except PapermillExecutionError as e:
                 failed = cfg.path('reports', 'failed', f'{stage}.ipynb'); failed.parent.mkdir(parents=True, exist_ok=True)
                 if tmp.exists(): os.replace(tmp, failed)

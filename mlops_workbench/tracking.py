@@ -6,12 +6,12 @@
 __all__ = ['TAG_STAGE', 'TAG_COMMIT', 'TAG_DATA', 'file_lock', 'ensure_store', 'get_client', 'flatten', 'stage_run',
            'log_metrics', 'log_torch_model', 'load_torch_model', 'log_artifact', 'log_figure']
 
-# %% ../nbs/03_tracking.ipynb #8efb914d
+# %% ../nbs/03_tracking.ipynb #635b3efe
 import contextlib, fcntl, json, os, sqlite3, time
 from pathlib import Path
 from .config import Config, load_config, git_commit
 
-# %% ../nbs/03_tracking.ipynb #10e101b1
+# %% ../nbs/03_tracking.ipynb #e16037e3
 def _sqlite_path(uri:str) -> Path: return Path(uri[len('sqlite:///'):]) if uri.startswith('sqlite:///') else Path(uri.split(':', 1)[1])
 
 @contextlib.contextmanager
@@ -60,7 +60,7 @@ def get_client(cfg:Config|None=None):
     cfg = cfg or load_config()
     return MlflowClient(tracking_uri=cfg.tracking_uri, registry_uri=cfg.tracking_uri)
 
-# %% ../nbs/03_tracking.ipynb #05d7aec6
+# %% ../nbs/03_tracking.ipynb #db65e300
 TAG_STAGE, TAG_COMMIT, TAG_DATA = 'mlwb.stage', 'mlwb.git_commit', 'mlwb.data_fingerprint'
 
 def flatten(d:dict, prefix:str='') -> dict:
@@ -102,7 +102,7 @@ def stage_run(stage:str, # pipeline stage name
     except BaseException: client.set_terminated(run_id, 'FAILED'); raise
     else: client.set_terminated(run_id, 'FINISHED')
 
-# %% ../nbs/03_tracking.ipynb #04e26980
+# %% ../nbs/03_tracking.ipynb #236c6cef
 def log_metrics(client, run_id:str, # the run
                 history:list|dict, # one dict of metrics, or a list of them (one per step)
                 step_key:str='epoch', # key in each dict holding the step
@@ -118,7 +118,7 @@ def log_metrics(client, run_id:str, # the run
     for i in range(0, len(pts), 1000): client.log_batch(run_id, metrics=pts[i:i+1000])
     return len(pts)
 
-# %% ../nbs/03_tracking.ipynb #b74a75cd
+# %% ../nbs/03_tracking.ipynb #e6ea7afe
 def log_torch_model(model, # a torch module with `features()` (see `train`)
                     X_example, # a few raw input rows (numpy float32)
                     run_id:str, # the run to log into

@@ -6,13 +6,13 @@
 __all__ = ['MODELS', 'Standardize', 'MLP', 'SmallCNN', 'build_model', 'seed_everything', 'pick_device', 'train_model',
            'predict_proba', 'embed']
 
-# %% ../nbs/02_train.ipynb #04759a3e
+# %% ../nbs/02_train.ipynb #59e82b50
 import math, os, random, time
 import numpy as np
 import torch
 from torch import nn
 
-# %% ../nbs/02_train.ipynb #37b542af
+# %% ../nbs/02_train.ipynb #7eacf197
 class Standardize(nn.Module):
     "Subtract a fitted mean and divide by a fitted scale (buffers, saved with the model)."
     def __init__(self, n:int):
@@ -48,7 +48,7 @@ class SmallCNN(nn.Module):
     def features(self, x): return self.body(self.conv(self.norm(x).view(-1, *self.shape)))
     def forward(self, x): return self.head(self.features(x))
 
-# %% ../nbs/02_train.ipynb #b7be466a
+# %% ../nbs/02_train.ipynb #e1f6eade
 MODELS = {'mlp': MLP, 'cnn': SmallCNN}
 
 def build_model(kind:str, # 'mlp' or 'cnn'
@@ -65,7 +65,7 @@ def build_model(kind:str, # 'mlp' or 'cnn'
         return SmallCNN(n_features, n_classes, image_shape, hidden=hidden, dropout=dropout)
     return MLP(n_features, n_classes, hidden=hidden, dropout=dropout)
 
-# %% ../nbs/02_train.ipynb #7602011a
+# %% ../nbs/02_train.ipynb #b0401654
 def seed_everything(seed:int, # the seed
                     threads:int|None=None, # torch intra-op threads (None: leave as is)
                    ):
@@ -81,7 +81,7 @@ def pick_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     if device.startswith('cuda') and not torch.cuda.is_available(): raise ValueError(f"device={device!r} but CUDA is not available here")
     return torch.device(device)
 
-# %% ../nbs/02_train.ipynb #94c2829d
+# %% ../nbs/02_train.ipynb #696617c0
 def _batches(n, batch_size, gen=None):
     idx = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
     for i in range(0, n, batch_size): yield idx[i:i+batch_size]
@@ -131,7 +131,7 @@ def train_model(model:nn.Module, # model from `build_model` (its `norm` is fitte
     model.cpu().eval()
     return history
 
-# %% ../nbs/02_train.ipynb #808ab6a3
+# %% ../nbs/02_train.ipynb #db1a5e25
 @torch.no_grad()
 def predict_proba(model:nn.Module, X:np.ndarray, batch_size:int=1024, device:str='cpu') -> np.ndarray:
     "Class probabilities for raw features `X`."

@@ -6,13 +6,13 @@
 __all__ = ['FIELDS', 'VectorStoreBusy', 'connect', 'collection_name', 'create_collection', 'insert_embeddings', 'open_collection',
            'search', 'get_vectors', 'count', 'current_collection', 'search_similar', 'similar_to_id']
 
-# %% ../nbs/05_vectors.ipynb #c4743e63
+# %% ../nbs/05_vectors.ipynb #d6f79c23
 import fcntl, os, re, sys, time
 from pathlib import Path
 import numpy as np
 from .config import Config, load_config
 
-# %% ../nbs/05_vectors.ipynb #e9aa5627
+# %% ../nbs/05_vectors.ipynb #8c67ac3c
 class VectorStoreBusy(RuntimeError):
     "The Milvus Lite data directory is open in another process."
 
@@ -49,7 +49,7 @@ def connect(cfg:Config|None=None, # workbench config (default: `load_config()`)
     client._mlwb_uri = cfg.milvus_uri; _CLIENTS[cfg.milvus_uri] = client
     return client
 
-# %% ../nbs/05_vectors.ipynb #d95971ac
+# %% ../nbs/05_vectors.ipynb #15c71af1
 def collection_name(model_name:str, version:str|int) -> str:
     "The collection holding embeddings made by `version` of `model_name`."
     return re.sub(r'[^0-9A-Za-z_]', '_', f'{model_name}_v{version}')
@@ -95,7 +95,7 @@ def insert_embeddings(client, name:str, # collection
     client.flush(name); client.load_collection(name)
     return done
 
-# %% ../nbs/05_vectors.ipynb #1b37ff54
+# %% ../nbs/05_vectors.ipynb #cc052291
 def open_collection(client, name:str) -> str:
     "Make sure collection `name` exists and is loaded (a fresh process finds it released)."
     if not client.has_collection(name):
@@ -124,7 +124,7 @@ def count(client, name:str) -> int:
     "Rows in a collection."
     return int(client.get_collection_stats(name)['row_count'])
 
-# %% ../nbs/05_vectors.ipynb #fec36aaf
+# %% ../nbs/05_vectors.ipynb #73d24b5c
 def current_collection(cfg:Config) -> dict:
     "The collection, model version and run id written by the last embed stage."
     from mlops_workbench.config import read_json

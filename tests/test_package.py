@@ -31,6 +31,14 @@ def test_stage_notebook_is_thin_and_consistent(nb):
     assert {p.split('.', 1)[1] for p in stage['params'] if p.startswith(nb.stem + '.')} == set(declared)
     assert f'nbs/stages/{nb.stem}.ipynb' in stage['deps'] and f'reports/{nb.stem}.ipynb' in stage['outs']
     assert stage['cmd'] == f'mlwb stage {nb.stem}'
+    # deps name the library code the notebook runs (config only locates paths and is left out on purpose)
+    imported = set()
+    for c in cells:
+        if c['cell_type'] != 'code': continue
+        for n in ast.walk(ast.parse(''.join(c['source']))):
+            if isinstance(n, ast.ImportFrom) and n.module == 'mlops_workbench': imported |= {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and (n.module or '').startswith('mlops_workbench.'): imported.add(n.module.split('.')[1])
+    assert imported - {'config'} <= {Path(d).stem for d in stage['deps'] if d.startswith('mlops_workbench/')}, imported
 
 def test_parameters_tag_survives_nbdev_clean(tmp_path):
     nb = tmp_path/'prepare.ipynb'; shutil.copy(REPO/'nbs'/'stages'/'prepare.ipynb', nb)
@@ -64,8 +72,8 @@ clean, rej, schema = ingest('digits', Schema())
 splits = split_dataset(clean, seed=0); meta = dict(classes=list(range(10)), features=schema.features)
 (X, y), (Xv, yv) = to_arrays(splits['train'], meta), to_arrays(splits['val'], meta)
 seed_everything(0, 1); m = build_model('mlp', 64, 10, [16])
-with stage_run('train', {'epochs': 2}, 'fp', cfg=cfg) as (c, rid):
-    h = train_model(m, X, y, Xv, yv, epochs=2, progress=False); log_metrics(c, rid, h); mv = log_torch_model(m, X[:3], rid, cfg=cfg)
+with stage_run('train', {'epochs': 3}, 'fp', cfg=cfg) as (c, rid):
+    h = train_model(m, X, y, Xv, yv, epochs=3, lr=1e-2, progress=False); log_metrics(c, rid, h); mv = log_torch_model(m, X[:3], rid, cfg=cfg)
 back = load_torch_model(mv.version, cfg)
 cl = vectors.connect(cfg); vectors.create_collection(cl, 'c', 16)
 E = embed(back, X)
