@@ -90,3 +90,13 @@ def test_milvus_server_shares_the_directory(project):
         assert r.returncode == 1 and 'milvus-server' in r.stderr
     finally:
         os.killpg(srv.pid, signal.SIGTERM); srv.wait(30)
+
+def test_stages_refuse_a_missing_or_foreign_kernel(scratch, tmp_path):
+    spec = tmp_path/'jupyter'/'kernels'/'foreign'; spec.mkdir(parents=True)
+    (spec/'kernel.json').write_text(json.dumps({'argv': ['/usr/bin/python3', '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+                                                'display_name': 'someone else', 'language': 'python'}))
+    r = sh(['mlwb', 'stage', 'prepare'], scratch, check=False, env=clean_env(JUPYTER_PATH=str(tmp_path/'jupyter'), MLWB_KERNEL='foreign'))
+    assert r.returncode == 1 and "Jupyter kernel 'foreign' runs /usr/bin/python3, not this environment's" in r.stderr
+    r = sh(['mlwb', 'stage', 'prepare'], scratch, check=False, env=clean_env(MLWB_KERNEL='no-such-kernel'))
+    assert r.returncode == 1 and "Jupyter kernel 'no-such-kernel' is not installed; run `make install`" in r.stderr
+    assert not (scratch/'reports'/'prepare.ipynb').exists()
