@@ -52,4 +52,4 @@ bench: install
 
 # forget the embedded stores and pipeline outputs (not the code)
 clean-state:
-	rm -rf mlflow.db mlflow.db-* mlflow.db.lock mlartifacts milvus.db milvus.db.lock reports metrics plots models data/prepared data/quarantine
+	rm -rf mlflow.db mlflow.db-* mlflow.db.lock mlartifacts milvus.db milvus.db.lock reports/*.ipynb reports/failed metrics plots models data/prepared data/quarantine
