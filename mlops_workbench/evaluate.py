@@ -55,4 +55,6 @@ def history_figure(history:pd.DataFrame):
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     history.plot(x='epoch', y=['train_loss', 'val_loss'], ax=a, marker='.', title='loss')
     history.plot(x='epoch', y=['train_accuracy', 'val_accuracy'], ax=b, marker='.', title='accuracy')
+    from matplotlib.ticker import MaxNLocator
+    for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout(); return fig

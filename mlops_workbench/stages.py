@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'notebook_parameters', 'check_params', 'stage_params',
-           'check_all', 'check_kernel', 'run_stage']
+           'check_all', 'check_kernel', 'kernel_manager', 'run_stage']
 
 # %% ../nbs/06_stages.ipynb #dc69fcc1
-import ast, difflib, json, os, signal, sys, threading, time
+import ast, difflib, json, os, shutil, signal, sys, tempfile, threading, time
 from pathlib import Path
 from .config import Config, load_config
 
@@ -93,7 +93,15 @@ def check_kernel(name:str) -> str:
         raise StageFailed(f"Jupyter kernel {name!r} runs {py}, not this environment's {sys.executable}; reinstall it with `make install`")
     return py
 
-# %% ../nbs/06_stages.ipynb #a73e4110
+# %% ../nbs/06_stages.ipynb #bc0866b4
+def kernel_manager(name:str, # kernel name (see `check_kernel`)
+                   folder:str|Path, # a private folder for the kernel's sockets
+                  ):
+    "A kernel manager that talks to the kernel over Unix sockets in `folder` rather than loopback TCP ports."
+    from jupyter_client.manager import KernelManager
+    return KernelManager(kernel_name=name, transport='ipc', ip=str(Path(folder)/'kernel'))
+
+# %% ../nbs/06_stages.ipynb #5559fbce
 def _kill_children():
     "Kill every process started by this one (kernels run in their own session, so a group kill misses them)."
     import psutil
@@ -109,8 +117,8 @@ class _Guard:
     def abort(self, why:str, code:int):
         _kill_children()
         for f in self.tmp:
-            try: os.unlink(f)
-            except FileNotFoundError: pass
+            if Path(f).is_dir(): shutil.rmtree(f, ignore_errors=True)
+            elif Path(f).exists(): os.unlink(f)
         print(f"mlwb: stage aborted ({why}); temporary outputs removed", file=sys.stderr, flush=True)
         os._exit(code)
     def _watch(self):
@@ -125,7 +133,7 @@ class _Guard:
         self.done.set()
         for s, h in self.old.items(): signal.signal(s, h)
 
-# %% ../nbs/06_stages.ipynb #5559fbce
+# %% ../nbs/06_stages.ipynb #64883c0b
 def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
               cfg:Config|None=None, # workbench config
               progress:bool=True, # papermill's progress bar over cells
@@ -139,17 +147,21 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
     check_kernel(cfg.kernel)
     out = cfg.path('reports', f'{stage}.ipynb'); out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f'.tmp-{stage}-{os.getpid()}.ipynb'); runs = tmp.with_suffix('.runs')
+    sockets = Path(tempfile.mkdtemp(prefix=f'mlwb-{stage}-'))
     old_env = os.environ.get('MLWB_STAGE_RUNS_FILE'); os.environ['MLWB_STAGE_RUNS_FILE'] = str(runs)
     try:
-        with _Guard([tmp, runs]):
+        with _Guard([tmp, runs, sockets]):
+            km = kernel_manager(cfg.kernel, sockets)
             try: pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=cfg.kernel, language='python', cwd=str(cfg.root),
-                                     progress_bar=progress, request_save_on_cell_execute=True,
-                                     shutdown_kernel='immediate')   # every cell has finished and flushed: skip the ~1.5 s graceful stop
+                                     progress_bar=progress, request_save_on_cell_execute=True, km=km)
             except PapermillExecutionError as e:
                 failed = cfg.path('reports', 'failed', f'{stage}.ipynb'); failed.parent.mkdir(parents=True, exist_ok=True)
                 if tmp.exists(): os.replace(tmp, failed)
                 raise StageFailed(f"stage {stage} failed in cell {e.exec_count}: {e.ename}: {e.evalue} "
                                   f"(executed notebook: {failed.relative_to(cfg.root)})") from None
+            finally:   # every cell has finished (or failed) and flushed: stop at once, not nbclient's ~1.5 s graceful stop
+                if km.has_kernel: km.shutdown_kernel(now=True)
+                km.cleanup_resources()
             os.replace(tmp, out)
         run_ids = list(dict.fromkeys(runs.read_text().split())) if runs.exists() else []
         if log_to_mlflow and run_ids:
@@ -158,6 +170,7 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
     finally:
         for f in (tmp, runs):
             if f.exists(): f.unlink()
+        shutil.rmtree(sockets, ignore_errors=True)
         if old_env is None: os.environ.pop('MLWB_STAGE_RUNS_FILE', None)
         else: os.environ['MLWB_STAGE_RUNS_FILE'] = old_env
     return out
