@@ -15,6 +15,16 @@ def test_import_is_light_and_does_nothing(tmp_path):
 def stage_notebooks():
     return sorted((REPO/'nbs'/'stages').glob('*.ipynb'))
 
+def _imports(cells) -> set:
+    "The mlops_workbench modules that a notebook's code cells import."
+    imported = set()
+    for c in cells:
+        if c['cell_type'] != 'code': continue
+        for n in ast.walk(ast.parse(''.join(c['source']))):
+            if isinstance(n, ast.ImportFrom) and n.module == 'mlops_workbench': imported |= {a.name for a in n.names}
+            elif isinstance(n, ast.ImportFrom) and (n.module or '').startswith('mlops_workbench.'): imported.add(n.module.split('.')[1])
+    return imported
+
 @pytest.mark.parametrize('nb', stage_notebooks(), ids=lambda p: p.stem)
 def test_stage_notebook_is_thin_and_consistent(nb):
     from mlops_workbench.stages import notebook_parameters
@@ -31,13 +41,12 @@ def test_stage_notebook_is_thin_and_consistent(nb):
     assert {p.split('.', 1)[1] for p in stage['params'] if p.startswith(nb.stem + '.')} == set(declared)
     assert f'nbs/stages/{nb.stem}.ipynb' in stage['deps'] and f'reports/{nb.stem}.ipynb' in stage['outs']
     assert stage['cmd'] == f'mlwb stage {nb.stem}'
+    # a stage that writes to MLflow or Milvus must never be restored from DVC's run-cache instead of running
+    if {'tracking', 'vectors'} & set(_imports(cells)):
+        outs = [o for k in ('outs', 'metrics', 'plots') for o in stage.get(k, [])]
+        assert any(isinstance(o, dict) and next(iter(o.values())).get('persist') for o in outs), f'{nb.stem} needs a persist: true output'
     # deps name the library code the notebook runs (config only locates paths and is left out on purpose)
-    imported = set()
-    for c in cells:
-        if c['cell_type'] != 'code': continue
-        for n in ast.walk(ast.parse(''.join(c['source']))):
-            if isinstance(n, ast.ImportFrom) and n.module == 'mlops_workbench': imported |= {a.name for a in n.names}
-            elif isinstance(n, ast.ImportFrom) and (n.module or '').startswith('mlops_workbench.'): imported.add(n.module.split('.')[1])
+    imported = _imports(cells)
     assert imported - {'config'} <= {Path(d).stem for d in stage['deps'] if d.startswith('mlops_workbench/')}, imported
 
 def test_parameters_tag_survives_nbdev_clean(tmp_path):
