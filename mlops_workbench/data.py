@@ -12,7 +12,7 @@ import csv, hashlib, io, os, shutil, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import write_json, read_json
+from .config import atomic_write, write_json, read_json
 
 # %% ../nbs/01_data.ipynb #fbfbcbda
 class DataFileError(ValueError):
@@ -122,9 +122,10 @@ def _label_key(v):
 def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
                   schema:Schema, # what a valid row looks like
                   path:str|Path='<data>', # file name for messages and the quarantine file
+                  delimiter:str=',', # the delimiter the file was read with (for the wrong-delimiter hint)
                  ) -> tuple: # (clean frame with `id`, `label` and float32 features, rejected rows with reasons)
     "Split `df` into valid rows and rejected rows; each rejection names file, row, column and reason."
-    feats = check_columns(df, schema, path)
+    feats = check_columns(df, schema, path, delimiter)
     n = len(df); rows = np.arange(1, n+1)
     problems = []  # (row index, column, reason)
     def flag(mask, col, reason):
@@ -191,12 +192,11 @@ def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `
            max_rejected_fraction:float=0.1, # fail the whole file if more rows than this are rejected
           ) -> tuple: # (clean frame, rejected frame, schema used)
     "Read and validate `source`; too many rejected rows is a file-level error."
-    if source == 'digits': df, schema, name = load_digits_frame(), digits_schema(), 'digits'
+    if source == 'digits': df, schema, name, delimiter = load_digits_frame(), digits_schema(), 'digits', ','
     else:
         path = Path(source) if Path(source).is_absolute() else Path(root)/source
         df, name = read_table(path, delimiter), source
-        check_columns(df, schema, name, delimiter)
-    clean, rej = validate_rows(df, schema, name)
+    clean, rej = validate_rows(df, schema, name, delimiter)
     if len(df) and len(rej)/len(df) > max_rejected_fraction:
         first = describe_rejections(rej.head(1)).split(': ', 1)[1]
         raise DataFileError(f"{name}: {len(rej)} of {len(df)} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
@@ -278,6 +278,5 @@ def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
     "Write the rejected rows with their reasons to `out_dir/rejected.csv` (a header-only file when none)."
     p = Path(out_dir)/'rejected.csv'
     if rejected.empty: rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
-    from mlops_workbench.config import atomic_write
     with atomic_write(p) as f: rejected.to_csv(f, index=False)
     return p
