@@ -140,8 +140,8 @@ def main(argv:list|None=None) -> int:
     args = build_parser().parse_args(argv)
     from mlops_workbench.data import DataFileError
     from mlops_workbench.stages import ParamError, StageFailed
-    from mlops_workbench.vectors import VectorStoreBusy
+    from mlops_workbench.vectors import VectorStoreBusy, NotInStore
     try: rc = args.fn(args)
-    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, FileNotFoundError, KeyError, ValueError) as e:
-        print(f"mlwb: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr); rc = 1
+    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, FileNotFoundError, ValueError) as e:
+        print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
     return rc

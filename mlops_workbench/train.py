@@ -133,15 +133,16 @@ def train_model(model:nn.Module, # model from `build_model` (its `norm` is fitte
 
 # %% ../nbs/02_train.ipynb #db1a5e25
 @torch.no_grad()
+def _batched(fn, width:int, X:np.ndarray, batch_size:int, device:str, model:nn.Module) -> np.ndarray:
+    "Apply `fn(model, xb)` to `X` in batches on `device`; an empty `X` gives an empty [0, width] array."
+    dev = pick_device(device); model = model.to(dev).eval()
+    out = [fn(model, torch.as_tensor(X[i:i+batch_size], dtype=torch.float32).to(dev)).cpu() for i in range(0, len(X), batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, width), dtype='float32')
+
 def predict_proba(model:nn.Module, X:np.ndarray, batch_size:int=1024, device:str='cpu') -> np.ndarray:
     "Class probabilities for raw features `X`."
-    dev = pick_device(device); model = model.to(dev).eval()
-    out = [torch.softmax(model(torch.as_tensor(X[i:i+batch_size], dtype=torch.float32).to(dev)), 1).cpu() for i in range(0, len(X), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.head.out_features), dtype='float32')
+    return _batched(lambda m, x: torch.softmax(m(x), 1), model.head.out_features, X, batch_size, device, model)
 
-@torch.no_grad()
 def embed(model:nn.Module, X:np.ndarray, batch_size:int=1024, device:str='cpu') -> np.ndarray:
     "Penultimate-layer embeddings for raw features `X`."
-    dev = pick_device(device); model = model.to(dev).eval()
-    out = [model.features(torch.as_tensor(X[i:i+batch_size], dtype=torch.float32).to(dev)).cpu() for i in range(0, len(X), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0, model.embedding_dim), dtype='float32')
+    return _batched(lambda m, x: m.features(x), model.embedding_dim, X, batch_size, device, model)
