@@ -121,9 +121,11 @@ class _Guard:
             elif Path(f).exists(): os.unlink(f)
         print(f"mlwb: stage aborted ({why}); temporary outputs removed", file=sys.stderr, flush=True)
         os._exit(code)
+    def check(self):
+        "Abort if the parent died: nobody is left to record what this stage would commit."
+        if os.getppid() != self.ppid: self.abort('parent process died', 1)
     def _watch(self):
-        while not self.done.wait(0.5):
-            if os.getppid() != self.ppid: self.abort('parent process died', 1)
+        while not self.done.wait(0.5): self.check()
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -150,7 +152,7 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
     sockets = Path(tempfile.mkdtemp(prefix=f'mlwb-{stage}-'))
     old_env = os.environ.get('MLWB_STAGE_RUNS_FILE'); os.environ['MLWB_STAGE_RUNS_FILE'] = str(runs)
     try:
-        with _Guard([tmp, runs, sockets]):
+        with _Guard([tmp, runs, sockets]) as guard:
             km = kernel_manager(cfg.kernel, sockets)
             try: pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=cfg.kernel, language='python', cwd=str(cfg.root),
                                      progress_bar=progress, request_save_on_cell_execute=True, km=km)
@@ -162,6 +164,7 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
             finally:   # every cell has finished (or failed) and flushed: stop at once, not nbclient's ~1.5 s graceful stop
                 if km.has_kernel: km.shutdown_kernel(now=True)
                 km.cleanup_resources()
+            guard.check()   # the watchdog polls every 0.5 s: look once more before the commit point
             os.replace(tmp, out)
         run_ids = list(dict.fromkeys(runs.read_text().split())) if runs.exists() else []
         if log_to_mlflow and run_ids:

@@ -44,6 +44,7 @@ def test_own_csv_with_bad_rows_is_prepared_and_quarantined(scratch):
 
 def test_killed_dvc_repro_leaves_no_stage_process_and_no_half_file(scratch):
     sh(['dvc', 'repro', 'prepare'], scratch)
+    set_params(scratch, train={'epochs': 400})   # long enough that the kill lands mid-training, not after the last cell
     dvc = subprocess.Popen(['dvc', 'repro', 'train'], cwd=scratch, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     t0, tree = time.time(), []
     while time.time() - t0 < 120:   # wait until papermill is writing the report and the kernel runs
@@ -56,6 +57,7 @@ def test_killed_dvc_repro_leaves_no_stage_process_and_no_half_file(scratch):
     gone, alive = psutil.wait_procs(tree, timeout=20)
     assert not alive, [p.cmdline() for p in alive]
     assert not tmp_files(scratch) and not (scratch/'reports'/'train.ipynb').exists() and not (scratch/'models'/'model.json').exists()
+    set_params(scratch, train={'epochs': 3})
     assert "Running stage 'train'" in sh(['dvc', 'repro'], scratch).stdout   # and the next repro runs it cleanly
 
 def free_port():
