@@ -82,10 +82,10 @@ def pick_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
     return torch.device(device)
 
 # %% ../nbs/02_train.ipynb #696617c0
-def _batches(n, batch_size, gen=None):
+def _batches(n, batch_size, gen=None, rank=0, world=1):
     idx = torch.randperm(n, generator=gen) if gen is not None else torch.arange(n)
-    for i in range(0, n, batch_size): yield idx[i:i+batch_size]
-
+    if world > 1: idx = idx[:n - n % world][rank::world]   # equal shards: every worker takes the same number of steps
+    for i in range(0, len(idx), batch_size): yield idx[i:i+batch_size]
 @torch.no_grad()
 def _evaluate(model, X, y, batch_size, device):
     model.eval(); loss_fn, loss, correct = nn.CrossEntropyLoss(reduction='sum'), 0.0, 0
@@ -93,45 +93,55 @@ def _evaluate(model, X, y, batch_size, device):
         xb, yb = X[b].to(device), y[b].to(device); out = model(xb)
         loss += loss_fn(out, yb).item(); correct += (out.argmax(1) == yb).sum().item()
     return loss/max(len(X), 1), correct/max(len(X), 1)
-
 def train_model(model:nn.Module, # model from `build_model` (its `norm` is fitted here)
                 X_train:np.ndarray, y_train:np.ndarray, # training features and class indices
                 X_val:np.ndarray, y_val:np.ndarray, # validation features and class indices
                 epochs:int=10, # passes over the training data
-                batch_size:int=64, # examples per step
+                batch_size:int=64, # examples per step (per worker when `world` > 1)
                 lr:float=1e-3, # Adam learning rate
                 weight_decay:float=0.0, # Adam weight decay
                 seed:int=42, # shuffling seed
                 device:str='auto', # see `pick_device`
-                on_epoch=None, # called with each epoch's metrics dict
+                on_epoch=None, # called with each epoch's metrics dict; a truthy return stops training (e.g. pruning)
                 progress:bool=True, # show a progress bar
+                rank:int=0, world:int=1, # this worker's rank and the number of workers: each trains on its shard
+                wrap=None, # applied to the model on its device before training (e.g. Ray Train's `prepare_model` for DDP)
+                state:dict|None=None, # a state from a checkpoint (see `on_checkpoint`): resume after its epoch
+                on_checkpoint=None, # called after each epoch with the full training state (model, optimizer, RNGs, history)
                ) -> list: # one metrics dict per epoch
     "Train `model` with Adam and cross-entropy; return per-epoch loss, accuracy and time."
     from tqdm.auto import tqdm
     if len(X_train) == 0: raise ValueError("no training examples")
     dev = pick_device(device)
-    model.norm.fit(X_train); model.to(dev)
-    Xt, yt = torch.as_tensor(X_train), torch.as_tensor(y_train)
-    Xv, yv = torch.as_tensor(X_val), torch.as_tensor(y_val)
+    if state is None: model.norm.fit(X_train)
+    else: model.load_state_dict(state['model'])
+    model.to(dev); net = wrap(model) if wrap else model
+    Xt, yt, Xv, yv = (torch.as_tensor(a if a.flags.writeable else a.copy()) for a in (X_train, y_train, X_val, y_val))  # Ray's shared arrays are read-only
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-    loss_fn, gen, history = nn.CrossEntropyLoss(), torch.Generator().manual_seed(seed), []
-    bar = tqdm(range(1, epochs+1), desc='train', unit='epoch', disable=not progress, mininterval=1)
+    loss_fn, gen, history, start = nn.CrossEntropyLoss(), torch.Generator().manual_seed(seed), [], 1
+    if state is not None:   # continue exactly where the checkpoint left off: same shuffles, same dropout masks
+        opt.load_state_dict(state['optimizer']); gen.set_state(state['generator']); torch.set_rng_state(state['torch_rng'])
+        history, start = list(state['history']), state['epoch'] + 1
+    bar = tqdm(range(start, epochs+1), desc='train', unit='epoch', disable=not progress, mininterval=1)
     for epoch in bar:
-        t0 = time.perf_counter(); model.train(); total, seen = 0.0, 0
-        for b in _batches(len(Xt), batch_size, gen):
+        t0 = time.perf_counter(); net.train(); total, seen = 0.0, 0
+        for b in _batches(len(Xt), batch_size, gen, rank, world):
             xb, yb = Xt[b].to(dev), yt[b].to(dev)
-            opt.zero_grad(set_to_none=True); loss = loss_fn(model(xb), yb); loss.backward(); opt.step()
+            opt.zero_grad(set_to_none=True); loss = loss_fn(net(xb), yb); loss.backward(); opt.step()
             total += loss.item()*len(b); seen += len(b)
         val_loss, val_acc = _evaluate(model, Xv, yv, 1024, dev) if len(Xv) else (math.nan, math.nan)
         _, train_acc = _evaluate(model, Xt, yt, 1024, dev)
         m = dict(epoch=epoch, train_loss=total/seen, train_accuracy=train_acc, val_loss=val_loss, val_accuracy=val_acc,
-                 epoch_seconds=time.perf_counter()-t0, samples_per_second=seen/(time.perf_counter()-t0))
+                 epoch_seconds=time.perf_counter()-t0, samples_per_second=seen*world/(time.perf_counter()-t0))
         history.append(m); bar.set_postfix(loss=f"{m['train_loss']:.3f}", val_acc=f"{val_acc:.3f}")
-        if on_epoch: on_epoch(m)
+        if on_checkpoint:
+            on_checkpoint(dict(epoch=epoch, model=model.state_dict(), optimizer=opt.state_dict(), generator=gen.get_state(),
+                               torch_rng=torch.get_rng_state(), history=list(history)))
+        if on_epoch and on_epoch(m): break
     model.cpu().eval()
     return history
 
-# %% ../nbs/02_train.ipynb #db1a5e25
+# %% ../nbs/02_train.ipynb #2665730e
 @torch.no_grad()
 def _batched(fn, width:int, X:np.ndarray, batch_size:int, device:str, model:nn.Module) -> np.ndarray:
     "Apply `fn(model, xb)` to `X` in batches on `device`; an empty `X` gives an empty [0, width] array."

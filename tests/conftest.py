@@ -6,7 +6,8 @@ import pytest, yaml
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
-SMALL = {'train': {'epochs': 3, 'hidden': [32], 'lr': 0.01}}
+SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
+         "sweep": {"n_trials": 4, "epochs": 3, "hidden": [[32], [64]], "startup_trials": 2, "warmup_epochs": 1}}
 
 def clean_env(**extra) -> dict:
     "The environment of a user who set nothing: embedded backends, this venv first on PATH."

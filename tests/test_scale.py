@@ -1,0 +1,195 @@
+"""Scale-out on a real Ray runtime: Ray Train (1-worker parity with the in-process loop, a worker killed mid-training
+resumes from its checkpoint), sweeps (4 trials at once into a fresh MLflow store, failing and pruned trials, a killed
+driver resumes), and a 2-node Ray cluster on loopback running a 2-worker training and a sweep through `dvc repro`."""
+import json, os, secrets, signal, socket, subprocess, sys, time
+from pathlib import Path
+import psutil, pytest
+from conftest import sh, py, set_params, clean_env
+
+def test_sweep_stage_feeds_train_and_is_tracked_as_parent_and_children(project):
+    best = json.loads((project/'models'/'best_params.json').read_text())
+    sweep = json.loads((project/'metrics'/'sweep.json').read_text())
+    assert sweep['n_trials'] == 4 and sweep['complete'] + sweep['pruned'] + sweep['failed'] == 4 and sweep['interrupted'] == 0
+    out = py(f"""
+import json
+from mlops_workbench.config import load_config
+from mlops_workbench.tracking import get_client, ensure_store, child_runs
+cfg = load_config(); c = get_client(cfg); exp = ensure_store(cfg)
+parents = c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'")
+parents = [r for r in parents if 'mlflow.parentRunId' not in r.data.tags]
+kids = c.search_runs([exp], "tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
+train = c.search_runs([exp], "tags.`mlwb.stage` = 'train'")[0]
+print(json.dumps(dict(parents=[r.info.run_id for r in parents], kids=[(r.data.tags['mlwb.trial'], r.info.status, r.data.tags['optuna.state']) for r in kids],
+                      train_tags=train.data.tags, train_params=train.data.params)))
+""", project).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r['parents'] == [best['mlflow_parent_run']]
+    assert sorted(int(t) for t, _, _ in r['kids']) == [0, 1, 2, 3]   # one child per trial, none twice
+    status = {'COMPLETE': 'FINISHED', 'PRUNED': 'KILLED', 'FAIL': 'FAILED'}
+    assert all(s == status[o] for _, s, o in r['kids'])
+    assert r['train_tags']['mlwb.sweep_run'] == best['mlflow_parent_run'] and r['train_tags']['mlwb.sweep_trial'] == str(best['trial'])
+    assert r['train_params']['hidden'] == str(best['params']['hidden']) and float(r['train_params']['lr']) == pytest.approx(best['params']['lr'])
+
+def test_ray_train_one_worker_matches_local_and_a_dead_worker_resumes_from_its_checkpoint(tmp_path):
+    out = py("""
+import json
+from sklearn.datasets import load_digits
+from mlops_workbench.distributed import ray_runtime, train_distributed, fit
+X, y = load_digits(return_X_y=True); X, y = X.astype('float32'), y.astype('int64')
+args = dict(kind='mlp', n_features=64, n_classes=10, hidden=[32], dropout=0.1)
+kw = dict(epochs=5, lr=1e-2, seed=0)
+_, local, _ = fit(args, X[:1200], y[:1200], X[1200:], y[1200:], backend='local', device='cpu', progress=False, **kw)
+with ray_runtime(num_cpus=2):
+    _, hist, info = train_distributed(args, X[:1200], y[:1200], X[1200:], y[1200:], crash_at_epoch=3, **kw)
+print(json.dumps(dict(local=[h['val_loss'] for h in local], ray=[h['val_loss'] for h in hist], epochs=[h['epoch'] for h in hist], info=info)))
+""", tmp_path, timeout=600).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r['info']['attempts'] == 2 and r['info']['resumed'] == 1   # the worker died after epoch 3; the group restarted from its checkpoint
+    assert r['epochs'] == [1, 2, 3, 4, 5]                             # continuous history: epochs 1-3 from the checkpoint, 4-5 after
+    assert r['ray'] == pytest.approx(r['local'], abs=1e-6)             # and the same numbers as one uninterrupted in-process run
+
+TOY = """
+import json, math, time
+from pathlib import Path
+from mlops_workbench.config import load_config
+from mlops_workbench.distributed import ray_runtime
+from mlops_workbench.sweep import search_space, open_study, run_sweep
+from mlops_workbench.tracking import stage_run
+def toy(params, data, report):
+    if params['batch_size'] == 13: raise RuntimeError('unlucky batch size')
+    hist = []
+    for step in range(1, 4):
+        t0 = time.time(); time.sleep(0.15); v = (math.log10(params['lr']) + 2)**2 + 1/step
+        hist.append({'step': step, 'loss': v, 'start': t0, 'end': time.time()})
+        if report(step, v): break
+    return hist
+space = search_space(['mlp'], [[8]], [1e-4, 1.0], [0.0, 0.1], [13, 32, 64, 128])
+"""
+
+def test_four_parallel_trials_reach_a_fresh_store_once_each(tmp_path):
+    out = py(TOY + """
+cfg = load_config('.', env={})        # a brand-new SQLite store: the sweep's parent run creates it
+with ray_runtime(num_cpus=4), open_study('sweeps/toy.journal', 'toy', startup_trials=3, pruner={'startup_trials': 3, 'warmup_epochs': 1}) as study:
+    with stage_run('sweep', {'n': 16}, 'f00', cfg=cfg) as (client, parent):
+        s = run_sweep(study, toy, space, None, n_trials=16, concurrency=4, pruner={'startup_trials': 3, 'warmup_epochs': 1},
+                      deterministic=False, client=client, parent_id=parent, progress=False)
+kids = client.search_runs([client.get_run(parent).info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent}'")
+spans = [(h['start'], h['end']) for t in study.trials for h in t.user_attrs.get('history', [])]
+overlap = max(sum(a < e and s < b for a, b in spans) for s, e in spans)
+print(json.dumps(dict(s=s, kids=[(r.data.tags['mlwb.trial'], r.info.status) for r in kids], states={t.number: t.state.name for t in study.trials},
+                      errors={t.number: t.user_attrs.get('error', '') for t in study.trials}, overlap=overlap)))
+""", tmp_path, timeout=600).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r['s']['n_trials'] == 16 and r['overlap'] >= 4   # 4 trials really ran at once
+    trials = sorted(int(t) for t, _ in r['kids'])
+    assert trials == sorted(int(k) for k in r['states'])       # no run lost, none duplicated
+    status = {'COMPLETE': 'FINISHED', 'PRUNED': 'KILLED', 'FAIL': 'FAILED'}
+    assert all(s == status[r['states'][t]] for t, s in r['kids'])
+    fails = [k for k, v in r['states'].items() if v == 'FAIL']
+    assert fails and all('unlucky batch size' in r['errors'][k] for k in fails)   # failing trials are recorded, the sweep went on
+    assert 'PRUNED' in r['states'].values() and 'COMPLETE' in r['states'].values()
+
+def ray_procs_of(pids):
+    "The processes (and their descendants) among pids that are still alive."
+    out = []
+    for pid in pids:
+        try: p = psutil.Process(pid); out += [p] + p.children(recursive=True)
+        except psutil.NoSuchProcess: pass
+    return out
+
+def test_a_killed_sweep_resumes_to_the_full_count_without_duplicates(scratch):
+    set_params(scratch, sweep={'n_trials': 6, 'epochs': 60, 'hidden': [[32], [64], [128]], 'startup_trials': 6, 'pruner': 'none'})
+    sh(['dvc', 'repro', 'prepare'], scratch)
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    p = subprocess.Popen(['mlwb', 'stage', 'sweep', '--no-progress'], cwd=scratch, env=clean_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    def study():
+        j = list((scratch/'sweeps').glob('*.journal'))
+        if not j: return None
+        st = JournalStorage(JournalFileBackend(str(j[0])))
+        names = optuna.get_all_study_names(st)
+        return optuna.load_study(study_name=names[0], storage=st) if names else None
+    t0, before = time.time(), None
+    while time.time() - t0 < 300:
+        s = study()
+        if s is not None and sum(t.state.name == 'COMPLETE' for t in s.trials) >= 2 and any(t.state.name == 'RUNNING' for t in s.trials):
+            before = {t.number: (t.state.name, t.datetime_complete) for t in s.trials}; break
+        assert p.poll() is None, 'the sweep ended before it could be killed'
+        time.sleep(0.2)
+    else: pytest.fail('the sweep never got going')
+    tree = ray_procs_of([p.pid])
+    os.killpg(p.pid, signal.SIGKILL); p.wait()
+    gone, alive = psutil.wait_procs(tree, timeout=30)
+    assert all(a.name().startswith('ray::') and 'Agent' in a.name() for a in alive), [a.cmdline() for a in alive]   # kernel, raylet, GCS, workers: gone
+    gone, alive = psutil.wait_procs(alive, timeout=150)   # Ray's per-node agents notice their raylet died, try to report to the dead GCS, then exit
+    assert not alive, [a.cmdline() for a in alive]
+    sh(['mlwb', 'stage', 'sweep', '--no-progress'], scratch)   # the same sweep again: it resumes
+    s = study(); trials = s.trials
+    counted = [t for t in trials if t.state.is_finished() and not t.user_attrs.get('interrupted')]
+    assert len(counted) == 6
+    interrupted = [t for t in trials if t.user_attrs.get('interrupted')]
+    assert interrupted and all(t.state.name == 'FAIL' for t in interrupted)
+    retried = {t.user_attrs['retry_of']: t for t in trials if 'retry_of' in t.user_attrs}
+    assert sorted(retried) == sorted(t.number for t in interrupted) and all(retried[t.number].params == t.params for t in interrupted)
+    for n, (state, done) in before.items():   # what had finished before the kill was kept, not rerun
+        if state == 'COMPLETE': assert (trials[n].state.name, trials[n].datetime_complete) == (state, done)
+    configs = [json.dumps(t.params, sort_keys=True) for t in trials if t.state.name == 'COMPLETE' and 'duplicate_of' not in t.user_attrs]
+    assert len(configs) == len(set(configs))   # no configuration trained twice
+    m = json.loads((scratch/'metrics'/'sweep.json').read_text()); best = json.loads((scratch/'models'/'best_params.json').read_text())
+    assert m['n_trials'] == 6 and m['interrupted'] == len(interrupted)
+    out = py(f"""
+import json
+from mlops_workbench.tracking import get_client, ensure_store
+c = get_client(); exp = ensure_store()
+kids = c.search_runs([exp], "tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
+sweeps = [r for r in c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'") if 'mlflow.parentRunId' not in r.data.tags]
+print(json.dumps(dict(kids=[(int(r.data.tags['mlwb.trial']), r.info.status) for r in kids], parents=len(sweeps))))
+""", scratch).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r['parents'] == 1                                           # the resumed sweep reused its parent run
+    assert sorted(n for n, _ in r['kids']) == [t.number for t in trials]   # one child per trial, none lost, none twice
+    assert all(st != 'RUNNING' for _, st in r['kids'])
+    assert {n for n, st in r['kids'] if st == 'KILLED'} == {t.number for t in interrupted}
+
+def free_port():
+    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+def kill_cluster(tmp: Path):
+    "Stop only the processes of the cluster under `tmp` (never `ray stop`: it stops every cluster on the machine)."
+    mine = [p for p in psutil.process_iter(['cmdline']) if p.pid != os.getpid() and any(str(tmp) in a for a in (p.info['cmdline'] or []))]
+    tree = ray_procs_of([p.pid for p in mine])
+    for p in tree:
+        try: p.kill()
+        except psutil.NoSuchProcess: pass
+    return psutil.wait_procs(tree, timeout=30)[1]
+
+@pytest.fixture
+def ray_cluster(tmp_path_factory):
+    "A 2-node Ray cluster on this machine (1 CPU each), token auth, its own temp dirs; yields the client environment."
+    tmp = Path(f"/tmp/mlwb-rc-{secrets.token_hex(3)}")   # short: Ray's socket paths must fit in 107 bytes
+    port = free_port()
+    env = clean_env(RAY_AUTH_MODE='token', RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_TRAIN_HEALTH_CHECK_INTERVAL_S='0.1')
+    common = ['--node-ip-address', '127.0.0.1', '--num-cpus', '1', '--disable-usage-stats']
+    try:
+        sh(['ray', 'start', '--head', '--port', str(port), '--include-dashboard', 'false', '--temp-dir', str(tmp/'head'), *common], tmp_path_factory.getbasetemp(), env=env, timeout=120)
+        sh(['ray', 'start', '--address', f'127.0.0.1:{port}', '--temp-dir', str(tmp/'node'), *common], tmp_path_factory.getbasetemp(), env=env, timeout=120)
+        yield {**env, 'RAY_ADDRESS': f'127.0.0.1:{port}'}
+    finally:
+        alive = kill_cluster(tmp)
+        subprocess.run(['rm', '-rf', str(tmp)])
+        assert not alive, [p.cmdline() for p in alive]
+
+def test_a_two_node_cluster_runs_a_two_worker_training_and_a_sweep(scratch, ray_cluster):
+    nodes = py("import ray, json; ray.init(); print(json.dumps([n['Resources'].get('CPU') for n in ray.nodes() if n['Alive']]))",
+               scratch, env=ray_cluster).stdout.strip().splitlines()[-1]
+    assert json.loads(nodes) == [1.0, 1.0]
+    set_params(scratch, train={'num_workers': 2, 'epochs': 3})
+    sh(['dvc', 'repro', 'train'], scratch, env=ray_cluster)
+    train, sweep = (json.loads((scratch/'metrics'/f'{s}.json').read_text()) for s in ('train', 'sweep'))
+    assert (train['backend'], train['num_workers']) == ('ray', 2)   # backend auto + RAY_ADDRESS: Ray Train, one worker per 1-CPU node
+    assert sweep['n_trials'] == 4 and sweep['concurrency'] == 2     # two trials at once: one on each node
+    assert train['val_accuracy'] > 0.8
+    report = (scratch/'reports'/'train.ipynb').read_text()
+    assert "(ray, 2 worker(s)" in report
