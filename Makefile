@@ -49,6 +49,7 @@ lock: install
 
 bench: install
 	$(BIN)/python bench/stages.py
+	$(BIN)/python bench/scale.py
 
 # forget the embedded stores and pipeline outputs (not the code)
 clean-state:

@@ -12,7 +12,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent/'tests'))
 from conftest import copy_repo, clean_env, sh   # the same scratch-copy helpers as the tests
 
-STAGES = ['prepare', 'train', 'evaluate', 'embed']
+STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed']
 
 INPROC = r'''
 import json, sys, time, yaml

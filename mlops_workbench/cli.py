@@ -7,7 +7,7 @@ __all__ = ['cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 
            'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
-import argparse, json, os, shutil, subprocess, sys
+import argparse, contextlib, json, os, shutil, subprocess, sys
 from pathlib import Path
 from .config import load_config, read_json
 
@@ -86,9 +86,21 @@ def cmd_milvus_server(args):
     _lock_lite(Path(cfg.milvus_uri), 0)
     exe = shutil.which('milvus-lite', path=_env_with_this_python()['PATH'])
     print(f"serving {cfg.milvus_uri} on http://{args.host}:{args.port}; in other shells: export MILVUS_URI=http://{args.host}:{args.port}", flush=True)
-    p = subprocess.Popen([exe, 'server', '--data-dir', cfg.milvus_uri, '--host', args.host, '--port', str(args.port)], start_new_session=True)
+    return _serve([exe, 'server', '--data-dir', cfg.milvus_uri, '--host', args.host, '--port', str(args.port)])
+
+def _serve(cmd:list, env:dict|None=None) -> int:
+    "Run a server in the foreground; SIGTERM/SIGHUP/Ctrl-C stop it, and it dies with this process (Linux)."
+    import signal
+    def bind_to_parent():   # the child gets SIGTERM when this process dies, even by SIGKILL
+        with contextlib.suppress(Exception):
+            import ctypes; ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    p = subprocess.Popen(cmd, env=env, preexec_fn=bind_to_parent)
+    def stop(signum, frame): p.terminate()
+    old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
     try: return p.wait()
     except KeyboardInterrupt: p.terminate(); return p.wait()
+    finally:
+        for s, h in old.items(): signal.signal(s, h)
 
 def cmd_ui(args):
     "Start the MLflow UI on the project's store (one worker, loopback)."
@@ -98,7 +110,7 @@ def cmd_ui(args):
     cmd = ['mlflow', 'server', '--backend-store-uri', cfg.tracking_uri, '--default-artifact-root', cfg.artifact_root,
            '--host', args.host, '--port', str(args.port), '--workers', '1']
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    return subprocess.run(cmd, env=env).returncode
+    return _serve(cmd, env)
 
 # %% ../nbs/90_cli.ipynb #b484a139
 def build_parser() -> argparse.ArgumentParser:

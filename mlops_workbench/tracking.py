@@ -92,7 +92,7 @@ def stage_run(stage:str, # pipeline stage name
          **({TAG_DATA: fingerprint} if fingerprint else {}), **(tags or {})}
     if run_id is None:
         t = {TAG_STAGE: stage, 'mlflow.source.name': f'nbs/stages/{stage}.ipynb', **t}
-        run_id = client.create_run(exp_id, run_name=f"{stage}-{(fingerprint or 'nodata')[:8]}", tags=t).info.run_id
+        run_id = client.create_run(exp_id, run_name=f"{stage}-{(fingerprint or 'nodata')[:8]}", tags={k: str(v) for k, v in t.items()}).info.run_id
     else:
         client.update_run(run_id, status='RUNNING'); client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in t.items()])
     _record_run(run_id)
@@ -142,7 +142,7 @@ def log_torch_model(model, # a torch module with `features()` (see `train`)
     with contextlib.suppress(Exception): client.create_registered_model(cfg.model_name, description='Registered by mlops-workbench')
     run = client.get_run(run_id)
     mv_tags = {k: v for k, v in run.data.tags.items() if k in (TAG_COMMIT, TAG_DATA)} | (tags or {})
-    return client.create_model_version(cfg.model_name, info.model_uri, run_id=run_id, tags=mv_tags)
+    return client.create_model_version(cfg.model_name, info.model_uri, run_id=run_id, tags=mv_tags, model_id=info.model_id)   # a server needs model_id
 
 def load_torch_model(version:str|int, # registered version number
                      cfg:Config|None=None, device:str='cpu'):
@@ -179,7 +179,7 @@ def start_child_run(client, parent_id:str, # the parent run
     parent = client.get_run(parent_id)
     lineage = {k: v for k, v in parent.data.tags.items() if k in (TAG_COMMIT, TAG_DATA, 'mlflow.source.git.commit')}
     t = {TAG_PARENT: parent_id, TAG_TRIAL: str(trial), TAG_STAGE: parent.data.tags.get(TAG_STAGE, ''), **lineage, **(tags or {})}
-    rid = client.create_run(parent.info.experiment_id, run_name=f'trial-{trial:03d}', tags=t).info.run_id
+    rid = client.create_run(parent.info.experiment_id, run_name=f'trial-{trial:03d}', tags={k: str(v) for k, v in t.items()}).info.run_id   # a server wants strings
     if params: client.log_batch(rid, params=[Param(k, str(v)[:6000]) for k, v in flatten(params).items()])
     return rid
 

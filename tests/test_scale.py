@@ -1,7 +1,7 @@
 """Scale-out on a real Ray runtime: Ray Train (1-worker parity with the in-process loop, a worker killed mid-training
 resumes from its checkpoint), sweeps (4 trials at once into a fresh MLflow store, failing and pruned trials, a killed
 driver resumes), and a 2-node Ray cluster on loopback running a 2-worker training and a sweep through `dvc repro`."""
-import json, os, secrets, signal, socket, subprocess, sys, time
+import json, os, signal, subprocess, sys, time
 from pathlib import Path
 import psutil, pytest
 from conftest import sh, py, set_params, clean_env
@@ -153,33 +153,16 @@ print(json.dumps(dict(kids=[(int(r.data.tags['mlwb.trial']), r.info.status) for 
     assert all(st != 'RUNNING' for _, st in r['kids'])
     assert {n for n, st in r['kids'] if st == 'KILLED'} == {t.number for t in interrupted}
 
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def kill_cluster(tmp: Path):
-    "Stop only the processes of the cluster under `tmp` (never `ray stop`: it stops every cluster on the machine)."
-    mine = [p for p in psutil.process_iter(['cmdline']) if p.pid != os.getpid() and any(str(tmp) in a for a in (p.info['cmdline'] or []))]
-    tree = ray_procs_of([p.pid for p in mine])
-    for p in tree:
-        try: p.kill()
-        except psutil.NoSuchProcess: pass
-    return psutil.wait_procs(tree, timeout=30)[1]
-
 @pytest.fixture
-def ray_cluster(tmp_path_factory):
+def ray_cluster():
     "A 2-node Ray cluster on this machine (1 CPU each), token auth, its own temp dirs; yields the client environment."
-    tmp = Path(f"/tmp/mlwb-rc-{secrets.token_hex(3)}")   # short: Ray's socket paths must fit in 107 bytes
-    port = free_port()
-    env = clean_env(RAY_AUTH_MODE='token', RAY_AUTH_TOKEN=secrets.token_hex(16), RAY_TRAIN_HEALTH_CHECK_INTERVAL_S='0.1')
-    common = ['--node-ip-address', '127.0.0.1', '--num-cpus', '1', '--disable-usage-stats']
-    try:
-        sh(['ray', 'start', '--head', '--port', str(port), '--include-dashboard', 'false', '--temp-dir', str(tmp/'head'), *common], tmp_path_factory.getbasetemp(), env=env, timeout=120)
-        sh(['ray', 'start', '--address', f'127.0.0.1:{port}', '--temp-dir', str(tmp/'node'), *common], tmp_path_factory.getbasetemp(), env=env, timeout=120)
-        yield {**env, 'RAY_ADDRESS': f'127.0.0.1:{port}'}
+    from mlops_workbench.distributed import start_cluster, stop_cluster
+    env = start_cluster(nodes=2, cpus_per_node=1)
+    before = [p for p in psutil.process_iter(['cmdline']) if any(env['MLWB_RAY_CLUSTER_DIR'] in a for a in (p.info['cmdline'] or []))]
+    try: yield clean_env(**env)
     finally:
-        alive = kill_cluster(tmp)
-        subprocess.run(['rm', '-rf', str(tmp)])
-        assert not alive, [p.cmdline() for p in alive]
+        assert stop_cluster(env['MLWB_RAY_CLUSTER_DIR']) >= len(before) > 0
+        assert not any(p.is_running() for p in before)   # only the cluster we started, and all of it
 
 def test_a_two_node_cluster_runs_a_two_worker_training_and_a_sweep(scratch, ray_cluster):
     nodes = py("import ray, json; ray.init(); print(json.dumps([n['Resources'].get('CPU') for n in ray.nodes() if n['Alive']]))",

@@ -92,6 +92,8 @@ def test_milvus_server_shares_the_directory(project):
         assert r.returncode == 1 and 'milvus-server' in r.stderr
     finally:
         os.killpg(srv.pid, signal.SIGTERM); srv.wait(30)
+        lite = [p for p in psutil.process_iter(['cmdline']) if 'milvus-lite' in ' '.join(p.info['cmdline'] or []) and str(project) in ' '.join(p.info['cmdline'] or [])]
+        assert not psutil.wait_procs(lite, timeout=30)[1], 'the milvus-lite server outlived mlwb milvus-server'
 
 def test_stages_refuse_a_missing_or_foreign_kernel(scratch, tmp_path):
     spec = tmp_path/'jupyter'/'kernels'/'foreign'; spec.mkdir(parents=True)
