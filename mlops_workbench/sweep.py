@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'PRUNERS', 'SweepError', 'encode_hidden', 'decode_hidden', 'search_space', 'training_params',
-           'check_objective', 'make_pruner', 'run_trial', 'train_trial', 'study_name', 'open_study', 'recover',
-           'run_sweep', 'sweep_figures']
+           'check_objective', 'make_pruner', 'run_trial', 'train_trial', 'code_digest', 'study_name', 'open_study',
+           'recover', 'run_sweep', 'sweep_figures']
 
 # %% ../nbs/08_sweep.ipynb #a9599bec
 import contextlib, hashlib, json, math, os, time
@@ -102,10 +102,15 @@ def train_trial(params:dict, # model, hidden, lr, dropout, batch_size (from the 
                        on_epoch=lambda m: report(m['epoch'], m[data['metric']]))
 
 # %% ../nbs/08_sweep.ipynb #7ef4fe71
+def code_digest() -> str:
+    "A digest of the code a trial runs (the train and sweep modules): new code, new study."
+    import mlops_workbench.train as t, mlops_workbench.sweep as s
+    return hashlib.sha256(b''.join(Path(m.__file__).read_bytes() for m in (t, s))).hexdigest()[:12]
+
 def study_name(spec:dict, # everything that defines the sweep (space, settings, data fingerprint)
                prefix:str='sweep') -> str:
-    "A stable study name for a sweep definition."
-    return f"{prefix}-{hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:12]}"
+    "A stable study name for a sweep definition and the code that runs it."
+    return f"{prefix}-{hashlib.sha256(json.dumps({**spec, '_code': code_digest()}, sort_keys=True, default=str).encode()).hexdigest()[:12]}"
 
 @contextlib.contextmanager
 def open_study(path:str|Path, # the journal file (sweeps/<name>.journal)
