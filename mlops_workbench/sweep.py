@@ -257,7 +257,7 @@ def run_sweep(study, # from `open_study`
                 best_trial=best.number if best else None, best_value=best.value if best else None,
                 best_params=training_params(best.params) if best else None, wall_seconds=time.perf_counter() - t_start, concurrency=slots)
 
-# %% ../nbs/08_sweep.ipynb #788d4aad
+# %% ../nbs/08_sweep.ipynb #6174d291
 def sweep_figures(study) -> dict: # name -> matplotlib Figure
     "Optimisation history, parameter importances and parallel coordinates of a study."
     import warnings, matplotlib.pyplot as plt

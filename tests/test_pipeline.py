@@ -3,7 +3,7 @@ import json
 import yaml
 from conftest import sh, py, set_params
 
-STAGES = ['prepare', 'train', 'evaluate', 'embed']
+STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed']
 
 def mlflow_state(root) -> dict:
     "Runs, versions and artifacts in the project's MLflow store, read in a fresh process."
@@ -35,7 +35,7 @@ def test_pipeline_end_to_end(project):
         assert not errors, (s, errors)
         assert nb['metadata']['papermill']['parameters'], s  # papermill injected params.yaml's values
     assert not list((project/'reports').glob('.tmp-*'))
-    prep, train, ev, emb = (json.loads((project/'metrics'/f'{s}.json').read_text()) for s in STAGES)
+    prep, sweep, train, ev, emb = (json.loads((project/'metrics'/f'{s}.json').read_text()) for s in STAGES)
     assert prep['valid'] == 1797 and prep['rejected'] == 0
     assert prep['train_rows'] + prep['val_rows'] + prep['test_rows'] == 1797
     assert train['epochs'] == 3
@@ -48,10 +48,12 @@ def test_pipeline_end_to_end(project):
     assert len((project/'plots'/'train_history.csv').read_text().splitlines()) == 3 + 1
     # MLflow: one training run with params, per-epoch metrics, lineage, artifacts; one registered version
     st = mlflow_state(project)
-    assert len(st['runs']) == 1, st['runs']
-    run = st['runs'][0]
+    by_stage = lambda s: [r for r in st['runs'] if r['tags'].get('mlwb.stage') == s]
+    assert len(by_stage('train')) == 1 and len(by_stage('sweep')) == 1 + 4 and len(st['runs']) == 6, st['runs']   # train; sweep parent + 4 trials
+    run = by_stage('train')[0]
+    best = json.loads((project/'models'/'best_params.json').read_text())['params']
     assert run['status'] == 'FINISHED'
-    assert run['params']['epochs'] == '3' and run['params']['hidden'] == '[32]'
+    assert run['params']['epochs'] == '3' and run['params']['hidden'] == str(best['hidden'])   # the sweep's choice
     assert run['epochs'] == 3 and run['metrics']['test_accuracy'] == ev['accuracy']
     assert run['tags']['mlwb.data_fingerprint'] == prep['fingerprint']
     assert len(run['tags']['mlwb.git_commit']) >= 40 and run['tags']['mlwb.stage'] == 'train'
@@ -101,7 +103,7 @@ def test_one_param_reruns_train_and_after_not_prepare(project):
     prepared = (project/'data'/'prepared'/'train.parquet').stat().st_mtime_ns
     set_params(project, train={'epochs': 4})
     r = sh(['dvc', 'repro'], project)
-    assert "Stage 'prepare' didn't change, skipping" in r.stdout
+    assert "Stage 'prepare' didn't change, skipping" in r.stdout and "Stage 'sweep' didn't change, skipping" in r.stdout
     for s in ('train', 'evaluate', 'embed'): assert f"Running stage '{s}'" in r.stdout, r.stdout
     assert (project/'data'/'prepared'/'train.parquet').stat().st_mtime_ns == prepared
     st = mlflow_state(project)
@@ -134,4 +136,4 @@ def test_bad_param_rejected_before_the_stage_runs(project):
         assert sh(['mlwb', 'check'], project, check=False).returncode == 1
     finally:
         (project/'params.yaml').write_text(orig)
-    assert 'train: 10 params ok' in sh(['mlwb', 'check'], project).stdout
+    assert 'train: 14 params ok' in sh(['mlwb', 'check'], project).stdout
