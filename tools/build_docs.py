@@ -177,8 +177,10 @@ class Links:
     def __init__(self, cfg:dict):
         self.base = cfg.get('doc_host', '').rstrip('/') + '/' + cfg.get('doc_baseurl', '').strip('/') + '/'
         self.re_md = re.compile(r'\[`([^`]+)`\]\(' + re.escape(self.base) + r'([^\s)]*)\)')
+        self.re_nb = re.compile(r'\]\((?:\./)?\d+[a-z]?_([\w-]+\.ipynb)(#[^)]*)?\)')
         self.re_src = re.compile(r'\[source\]\((\S+?)\)\{[^}]*\}')   # show_doc's Quarto-attributed source link
     def __call__(self, md:str, depth:int) -> str:
+        md = self.re_nb.sub(r'](\1\2)', md)   # [x](02_own_data.ipynb) -> the page own_data
         up, parts = '../' * depth, re.split(r'(^```.*?^```[ \t]*$)', md, flags=re.M | re.S)
         for i, p in enumerate(parts):
             if i % 2: parts[i] = self.re_md.sub(lambda m: m[1], p)    # a fenced code block: the name, unlinked
