@@ -165,12 +165,12 @@ def test_api_signatures_and_links(served, browser):
         return s ? {pre: (s.querySelector('pre') || {}).textContent, text: s.textContent} : null""")
     assert sig and sig['pre'].startswith('def connect(') and 'wait:float=0' in sig['pre'].replace(' ', ''), sig
     assert 'MilvusClient' in sig['text'] and 'source' in sig['text']
-    # `load_config` in vectors links to config's entry; the link resolves to a section that shows its signature
-    href = browser.execute_script("return Array.from(document.querySelectorAll('a.apilink')).map(a => a.href).find(h => h.includes('config.html#load_config'))")
-    assert href, "no link to config.load_config"
+    # the home page's `VectorStoreBusy` links to its entry in the reference, which shows its signature
+    browser.get(base + 'index.html')
+    href = browser.execute_script("return Array.from(document.querySelectorAll('a.apilink')).map(a => a.href).find(h => h.endsWith('vectors.html#vectorstorebusy'))")
+    assert href, "no API link from the home page to vectors.VectorStoreBusy"
     browser.get(href)
-    assert browser.execute_script("const e = document.getElementById('load_config'); return e && e.closest('section').querySelector('pre').textContent")\
-        .startswith('def load_config(')
+    assert 'VectorStoreBusy(' in browser.execute_script("const e = document.getElementById('vectorstorebusy'); return e && e.closest('section').querySelector('pre').textContent")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     browser.get(base + 'vectors.html'); browser.save_screenshot(str(ARTIFACTS/'reference-vectors.png'))
     browser.get(base + 'index.html'); browser.save_screenshot(str(ARTIFACTS/'home.png'))
