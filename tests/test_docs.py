@@ -183,3 +183,26 @@ def test_search_works_offline(served, browser):
     hits = WebDriverWait(browser, 30).until(lambda d: d.execute_script(
         "return Array.from(document.querySelectorAll('#search-results li a')).map(a => a.getAttribute('href'))") or None)
     assert any(h.startswith('vectors.html') for h in hits), hits
+
+def test_model_cards_render(site, project, executed_tutorials, tmp_path):
+    "Model cards in reports/model_cards/ (markdown or HTML) become pages under Model cards; without any, the page says how to get them."
+    cards = project/'reports'/'model_cards'
+    if cards.exists() and any(cards.iterdir()): names = sorted(p.stem for p in cards.iterdir() if p.suffix in ('.md', '.html')); made = []
+    else:
+        cards.mkdir(parents=True, exist_ok=True); names = ['v1', 'v2']
+        made = [cards/'v1.md', cards/'v2.html']
+        made[0].write_text('# Model card: digits-classifier v1\n\n| metric | value |\n|---|---|\n| accuracy | 0.95 |\n')
+        made[1].write_text('<html><head><title>card</title></head><body><h1>Model card: digits-classifier v2</h1><p>lineage</p></body></html>')
+    try:
+        ex = tmp_path/'executed'; ex.mkdir()
+        for name, r in executed_tutorials.items():
+            if isinstance(r, Path): shutil.copy(r, ex/name)
+        out = build_docs.build(tmp_path/'site', project, tutorials='skip', executed_dir=ex)['out']
+    finally:
+        for p in made: p.unlink()
+    index = (out/'model_cards'/'index.html').read_text()
+    for n in names:
+        page = out/'model_cards'/f'{n}.html'
+        assert page.exists() and f'href="{n}.html"' in index, n
+        assert '<title>Model card' in page.read_text() or made == [], n
+    assert 'No model cards yet' not in index
