@@ -344,12 +344,12 @@ def build(out:Path=ROOT/'_site', root:Path=ROOT, tutorials:str='execute', execut
     shown = executed(files, root, work/'exec', tutorials, executed_dir, workers)
     procd = process(shown, files, root, work/'stage', workers)
     pages = write_sources(files, procd, shown, work/'src', cfg, root)
-    tmp = out.with_name(out.name + '.tmp')
+    tmp = work/'html'   # myst-nb writes its jupyter_execute/ beside the Sphinx output folder: keep both under _build/
     if tmp.exists(): shutil.rmtree(tmp)
     warnings = render(work/'src', tmp, work/'doctrees', workers)
     (tmp/'.nojekyll').touch()
     if out.exists(): shutil.rmtree(out)
-    tmp.rename(out)
+    out.parent.mkdir(parents=True, exist_ok=True); shutil.move(str(tmp), str(out))
     return dict(pages=pages, seconds=round(time.monotonic() - t0, 1), warnings=warnings, out=out)
 
 def main(argv=None):
