@@ -12,6 +12,7 @@ KERNEL := mlops-workbench
 help:
 	@echo "make run    - install (pinned, into $(VENV)) and run the pipeline (dvc repro)"
 	@echo "make test   - library notebooks, export/clean sync check, pytest"
+	@echo "make docs   - build the docs site into _site/ (notebooks, tutorials, reports, model cards; no Quarto, offline)"
 	@echo "make export - nbdev_clean + nbdev_export + README.md from nbs/index.ipynb"
 	@echo "make bench  - stage timings and stage-machinery overhead (bench/README.md)"
 	@echo "make lock   - refresh constraints.txt from the current environment"
@@ -28,7 +29,7 @@ run: install
 	$(BIN)/mlwb run
 	@$(BIN)/mlwb metrics
 
-test: install test-nbs check-sync test-py
+test: install test-nbs check-sync browser test-py
 
 test-nbs: install
 	$(BIN)/nbdev_test --n_workers 2 --do_print
@@ -40,6 +41,15 @@ check-sync: install
 
 test-py: install
 	$(BIN)/python -m pytest -v -ra tests
+
+# the docs site: tools/build_docs.py (Sphinx + myst-nb on nbdev's processed notebooks); Quarto users: nbdev_docs
+docs: install
+	$(BIN)/python tools/build_docs.py $(DOCS_ARGS)
+	@echo "open _site/index.html, or: $(BIN)/python -m http.server -d _site -b 127.0.0.1 8000"
+
+# Debian's chromium + chromium-driver for the docs browser test (tests/test_docs.py)
+browser:
+	bash tools/install_browser.sh
 
 export: install
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/make_readme.py

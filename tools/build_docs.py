@@ -1,0 +1,372 @@
+"""Build the docs site (`_site/`) from the notebooks, offline and without Quarto (`make docs`).
+
+What goes in, whatever exists at build time:
+  nbs/index.ipynb (home page), every library notebook nbs/NN_*.ipynb (reference), nbs/tutorials/*.ipynb,
+  the executed pipeline reports reports/*.ipynb and the model cards reports/model_cards/*.md|*.html.
+Steps:
+  1. execute  library notebooks on the project kernel in nbs/ (as nbdev_test runs them), tutorials with papermill in
+              a scratch copy of the repo (so they never touch this checkout's stores); both cached by content hash
+              under _build/docs/exec/, so a warm build executes nothing. Reports are shown as the pipeline left them.
+  2. process  nbdev's own processors (`nbdev.serve.proc_nbs`, what `nbdev_docs` runs before Quarto): hidden cells
+              dropped, export cells replaced by their show_doc signatures, doc links added.
+  3. convert  Quarto-flavoured processed notebooks -> plain notebooks for myst-nb: front matter -> title and
+              <meta name=description>, `#|` directives -> hidden input/output, show_doc output -> page markdown,
+              nbdev doc links -> relative links.
+  4. render   Sphinx + myst-nb (no execution) with the furo theme: static HTML, offline search, no CDN.
+Quarto users still have `nbdev_docs` (nbs/_quarto.yml, nbs/sidebar.yml)."""
+import argparse, concurrent.futures as cf, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
+from configparser import ConfigParser
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+KERNEL = 'mlops-workbench'
+_re_prefix = re.compile(r'^\d+[a-z]?_')
+_re_directive = re.compile(r'^\s*#\|\s*([\w-]+)\s*:?\s*(.*?)\s*$')
+
+def log(*a): print('docs:', *a, file=sys.stderr, flush=True)
+
+def page_name(path:Path) -> str:
+    "Output name of a notebook, as Quarto names it: the number prefix dropped (00_config.ipynb -> config)."
+    return _re_prefix.sub('', path.stem)
+
+def settings(root:Path=ROOT) -> dict:
+    p = ConfigParser(); p.read(root/'settings.ini'); return dict(p['DEFAULT'])
+
+# ---- 1. what exists ----------------------------------------------------------------------------------------------
+def collect(root:Path=ROOT) -> dict:
+    "The source files of each section of the site (missing sections are empty)."
+    nbs, rep = root/'nbs', root/'reports'
+    return dict(
+        home=[nbs/'index.ipynb'] if (nbs/'index.ipynb').exists() else [],
+        reference=sorted(p for p in nbs.glob('*.ipynb') if _re_prefix.match(p.name)),
+        tutorials=sorted((nbs/'tutorials').glob('*.ipynb')),
+        reports=sorted(rep.glob('*.ipynb')),
+        cards=sorted([*(rep/'model_cards').glob('*.md'), *(rep/'model_cards').glob('*.html')]))
+
+# ---- 2. execute (cached) -----------------------------------------------------------------------------------------
+def _digest(*paths) -> str:
+    h = hashlib.sha256()
+    for p in paths: h.update(str(p).encode()); h.update(Path(p).read_bytes() if Path(p).is_file() else b'')
+    return h.hexdigest()[:16]
+
+def _lib_sources(root:Path) -> list: return sorted((root/'mlops_workbench').glob('*.py'))
+
+def _pipeline_sources(root:Path) -> list:
+    return [*_lib_sources(root), root/'params.yaml', root/'dvc.yaml', *sorted((root/'nbs'/'stages').glob('*.ipynb'))]
+
+def _eval_false(cell) -> bool:
+    for line in ''.join(cell['source']).splitlines():
+        m = _re_directive.match(line)
+        if not m: break
+        if m[1] == 'eval' and m[2].lower() == 'false': return True
+    return False
+
+def execute_notebook(src:Path, # a library notebook (or index.ipynb)
+                     dest:Path, # where the executed copy goes
+                     timeout:int=600):
+    "Run `src` on the project kernel with its folder as working directory, skipping `#| eval: false` cells."
+    import nbformat
+    from nbclient import NotebookClient
+    nb = nbformat.read(src, as_version=4); skipped = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type == 'code' and _eval_false(c): skipped.append(i); c.cell_type = 'raw'; c.pop('outputs'); c.pop('execution_count')
+    NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, resources={'metadata': {'path': str(src.parent)}}).execute()
+    for i in skipped: c = nb.cells[i]; c.cell_type = 'code'; c.outputs = []; c.execution_count = None
+    dest.parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)
+    return dest
+
+def clean_env(**extra) -> dict:
+    "The environment of a user who set nothing (embedded stores of the copy), this venv first on PATH."
+    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLFLOW_', 'MILVUS_', 'MLWB_', 'RAY_'))}
+    env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return {**env, **extra}
+
+def copy_repo(dest:Path, root:Path=ROOT) -> Path:
+    "Copy the repo's tracked and unignored files (a clone plus uncommitted work, no results) into a fresh git repo."
+    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=root, capture_output=True, text=True, check=True).stdout.split('\0')
+    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/')
+    for f in filter(None, files):
+        if f.startswith(skip) or not (root/f).is_file(): continue
+        (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(root/f, dest/f)
+    for cmd in (['git', 'init', '-q', '-b', 'main'], ['git', 'add', '-A'],
+                ['git', '-c', 'user.email=docs@localhost', '-c', 'user.name=docs', 'commit', '-qm', 'scratch copy']):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest
+
+def execute_tutorial(nb:Path, # a tutorial notebook inside a repo copy (it may change that copy: run the pipeline, edit params)
+                     dest:Path, # the executed notebook
+                     timeout:int=1800) -> Path:
+    "Run a tutorial with papermill on the project kernel, from its own folder, as a user who set no env vars."
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([str(BIN/'papermill'), str(nb), str(dest), '-k', KERNEL, '--cwd', str(nb.parent), '--no-progress-bar',
+                        '--execution-timeout', str(timeout)], capture_output=True, text=True, env=clean_env(PYTHONUNBUFFERED='1'))
+    if r.returncode != 0: raise RuntimeError(f"tutorial {nb.name} failed (executed copy: {dest}):\n{r.stderr[-3000:]}")
+    return dest
+
+def _run_tutorial_in_copy(src:Path, dest:Path, root:Path) -> Path:
+    with tempfile.TemporaryDirectory(prefix='mlwb-tutorial-') as d:
+        copy = copy_repo(Path(d), root)
+        return execute_tutorial(copy/src.relative_to(root), dest)
+
+def executed(files:dict, root:Path, cache:Path, tutorials:str, executed_dir:Path|None, workers:int) -> dict:
+    "Map each notebook to the copy the site shows: executed (from the cache or run now), else the source itself."
+    jobs, out = {}, {}
+    for src in files['home'] + files['reference']:
+        key = _digest(src, *_lib_sources(root)); dest = cache/f'{src.stem}.{key}.ipynb'
+        out[src] = dest
+        if not dest.exists(): jobs[src] = (execute_notebook, src, dest)
+    for src in files['tutorials']:
+        if executed_dir and (executed_dir/src.name).exists(): out[src] = executed_dir/src.name; continue
+        if tutorials == 'skip': out[src] = src; continue
+        key = _digest(src, *_pipeline_sources(root)); dest = cache/'tutorials'/f'{src.stem}.{key}.ipynb'
+        out[src] = dest
+        if not dest.exists(): jobs[src] = (_run_tutorial_in_copy, src, dest, root)
+    if jobs:
+        log(f"executing {len(jobs)} notebook(s): {', '.join(p.name for p in jobs)}")
+        with cf.ProcessPoolExecutor(max_workers=workers) as ex:
+            futs = {ex.submit(*job): src for src, job in jobs.items()}
+            for f in cf.as_completed(futs): f.result(); log(f"  executed {futs[f].relative_to(root)}")
+    for src in files['reports']: out[src] = src
+    return out
+
+# ---- 3. nbdev's processing ---------------------------------------------------------------------------------------
+def _sync(src:Path, dest:Path):
+    "Copy only when the content differs (nbdev's processing cache goes by modification time)."
+    if dest.exists() and dest.read_bytes() == src.read_bytes(): return
+    dest.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dest)
+
+def process(shown:dict, files:dict, root:Path, stage:Path, workers:int) -> dict:
+    "Run nbdev's docs processors on staged copies; returns source -> processed notebook."
+    rel = {}
+    for src in files['home'] + files['reference']: rel[src] = Path(src.name)
+    for src in files['tutorials']: rel[src] = Path('tutorials')/src.name
+    for src in files['reports']: rel[src] = Path('reports')/src.name
+    for src, r in rel.items(): _sync(shown[src], stage/r)
+    from nbdev.serve import proc_nbs
+    os.environ.setdefault('PYTHONWARNINGS', 'ignore:Found cells containing imports')   # nbdev's style hint, once per cell
+    cwd = os.getcwd(); os.chdir(root)
+    try: cache = Path(proc_nbs(path=str(stage), n_workers=workers))
+    finally: os.chdir(cwd)
+    return {src: cache/r for src, r in rel.items()}
+
+# ---- 4. convert for myst-nb --------------------------------------------------------------------------------------
+def _src(c) -> str: return ''.join(c.get('source', ''))
+
+def _split_directives(src:str):
+    "(directives dict, code without the leading `#|` lines)."
+    lines, d = src.splitlines(), {}
+    i = 0
+    while i < len(lines) and (lines[i].strip() == '' or _re_directive.match(lines[i])):
+        m = _re_directive.match(lines[i])
+        if m: d[m[1]] = m[2].strip('"\'')
+        i += 1
+    return d, '\n'.join(lines[i:]).strip('\n')
+
+def _front_matter(cells:list) -> tuple:
+    "nbdev puts the title and description in a raw YAML cell at the top."
+    import yaml
+    for i, c in enumerate(cells[:2]):
+        s = _src(c).strip()
+        if c['cell_type'] == 'raw' and s.startswith('---') and s.endswith('---'):
+            return (yaml.safe_load(s.strip('-').strip()) or {}), cells[:i] + cells[i+1:]
+    return {}, cells
+
+class Links:
+    "Rewrite nbdev's absolute doc links (doc_host + doc_baseurl) into links relative to the page; plain names inside code."
+    def __init__(self, cfg:dict):
+        self.base = cfg.get('doc_host', '').rstrip('/') + '/' + cfg.get('doc_baseurl', '').strip('/') + '/'
+        self.re_md = re.compile(r'\[`([^`]+)`\]\(' + re.escape(self.base) + r'([^\s)]*)\)')
+        self.re_nb = re.compile(r'\]\((?:\./)?\d+[a-z]?_([\w-]+\.ipynb)(#[^)]*)?\)')
+        self.re_src = re.compile(r'\[source\]\((\S+?)\)\{[^}]*\}')   # show_doc's Quarto-attributed source link
+    def __call__(self, md:str, depth:int) -> str:
+        md = self.re_nb.sub(r'](\1\2)', md)   # [x](02_own_data.ipynb) -> the page own_data
+        up, parts = '../' * depth, re.split(r'(^```.*?^```[ \t]*$)', md, flags=re.M | re.S)
+        for i, p in enumerate(parts):
+            if i % 2: parts[i] = self.re_md.sub(lambda m: m[1], p)    # a fenced code block: the name, unlinked
+            else:
+                p = self.re_src.sub(lambda m: f'<a class="sourcelink" href="{m[1]}" style="float:right; font-size:smaller">source</a>', p)
+                parts[i] = self.re_md.sub(lambda m: f'<a class="apilink" href="{up}{m[2]}"><code>{m[1]}</code></a>', p).replace(self.base, up)
+        return ''.join(parts)
+
+def _anchor(title:str) -> str:
+    "An anchor nbdev links to (`#name` lower-case) where docutils and MyST make other ids (`Config.path` -> `config-path`, `configpath`)."
+    from docutils.nodes import make_id
+    want = title.strip('`').lower()
+    github = re.sub(r'[^\w\- ]', '', want).replace(' ', '-')   # the slug myst_heading_anchors adds
+    return '' if want in (make_id(want), github) else f'<span id="{want}"></span>\n\n'
+
+def _showdoc_md(md:str) -> str:
+    "show_doc's markdown as page markdown: no leading rule, an anchor where nbdev expects one."
+    md = re.sub(r'^\s*---\s*\n', '', md)
+    return re.sub(r'^(#{2,6})\s+(.+)$', lambda m: _anchor(m[2]) + m[0], md, count=1, flags=re.M)
+
+def convert(proc:Path, # a notebook processed by nbdev
+            dest:Path, # the notebook myst-nb renders
+            links:Links, depth:int, note:str='', fallback_title:str=''):
+    "Quarto-flavoured processed notebook -> plain notebook with title, meta description and tags myst-nb reads."
+    nb = json.loads(proc.read_text(encoding='utf-8'))
+    fm, cells = _front_matter(nb['cells'])
+    title, desc = fm.get('title') or fallback_title, fm.get('description') or ''
+    head = [f'# {title}']
+    if desc: head += ['', f'> {links(desc, depth)}']
+    if note: head += ['', note]
+    out = [dict(cell_type='markdown', metadata={}, source='\n'.join(head))]
+    for c in cells:
+        s = _src(c)
+        if c['cell_type'] == 'markdown':
+            if s.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED'): continue
+            if not s.strip(): continue
+            out.append(dict(cell_type='markdown', metadata={}, source=links(s, depth))); continue
+        if c['cell_type'] != 'code': continue
+        d, code = _split_directives(s)
+        if d.get('include') == 'false' or d.get('hide') is not None: continue
+        echo, outputs = d.get('echo') != 'false', c.get('outputs', [])
+        if d.get('output') == 'false': outputs = []
+        if d.get('output') == 'asis':   # markdown output that is part of the page (show_doc)
+            if echo and code: out.append(dict(cell_type='code', metadata={}, source=code, outputs=[], execution_count=None))
+            for o in outputs:
+                md = o.get('data', {}).get('text/markdown')
+                if md: out.append(dict(cell_type='markdown', metadata={}, source=links(_showdoc_md(''.join(md)), depth)))
+            continue
+        for o in outputs:
+            if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = links(''.join(o['data']['text/markdown']), depth)
+        if not echo and not outputs: continue
+        tags = [] if echo else ['remove-input']
+        out.append(dict(cell_type='code', metadata={'tags': tags}, source=code, outputs=outputs, execution_count=c.get('execution_count')))
+    meta = {'kernelspec': {'name': KERNEL, 'display_name': 'Python (mlops-workbench)', 'language': 'python'},
+            'language_info': {'name': 'python'}}
+    if desc: meta['myst'] = {'html_meta': {'description': re.sub(r'[`*]', '', desc)}}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(json.dumps(dict(cells=out, metadata=meta, nbformat=4, nbformat_minor=5), indent=1), encoding='utf-8')
+    return title
+
+def _toctree(caption:str, entries:list, hidden=False) -> str:
+    opts = f':caption: {caption}\n:maxdepth: 1\n' + (':hidden:\n' if hidden else '')
+    return '```{toctree}\n' + opts + '\n' + '\n'.join(entries) + '\n```\n'
+
+def _title_of_md(text:str, default:str) -> str:
+    m = re.search(r'^#\s+(.+)$', text, re.M) or re.search(r'<h1[^>]*>(.*?)</h1>', text, re.S)
+    return re.sub('<[^>]+>', '', m[1]).strip() if m else default
+
+def write_sources(files:dict, procd:dict, shown:dict, src_dir:Path, cfg:dict, root:Path) -> dict:
+    "The Sphinx source folder: converted notebooks, section index pages, model cards, conf.py. Returns page -> title."
+    if src_dir.exists(): shutil.rmtree(src_dir)
+    src_dir.mkdir(parents=True); links, pages = Links(cfg), {}
+    for src in files['reference']:
+        pages[page_name(src)] = convert(procd[src], src_dir/f'{page_name(src)}.ipynb', links, 0, fallback_title=page_name(src))
+    # tutorials
+    tut = []
+    for src in files['tutorials']:
+        note = '' if shown[src] != src else ('*This page shows the tutorial without its outputs (the site was built with '
+                                             '`--tutorials skip`); `make docs` runs it in a scratch copy of the repo and shows the results.*')
+        n = f'tutorials/{page_name(src)}'; pages[n] = convert(procd[src], src_dir/f'{n}.ipynb', links, 1, note, page_name(src)); tut.append(page_name(src))
+    body = ('Notebooks that walk through the workbench end to end. Each one runs as written: `make docs` executes them '
+            'with papermill in a scratch copy of the repo (cached until a notebook, the library or the pipeline changes) '
+            'and shows their outputs here; `make test` runs each one the same way.\n\n')
+    (src_dir/'tutorials').mkdir(exist_ok=True)
+    (src_dir/'tutorials'/'index.md').write_text('# Tutorials\n\n' + body + (_toctree('Tutorials', tut) if tut else 'No tutorials in `nbs/tutorials/` yet.\n'))
+    pages['tutorials/index'] = 'Tutorials'
+    # reports
+    rep = []
+    for src in files['reports']:
+        n = f'reports/{src.stem}'
+        pages[n] = convert(procd[src], src_dir/f'{n}.ipynb', links, 1, f'*Executed stage notebook `reports/{src.name}` as the last pipeline run left it.*', src.stem)
+        rep.append(src.stem)
+    body = ('The stage notebooks of the latest pipeline run (`reports/*.ipynb`), executed by papermill with the '
+            'parameters in `params.yaml`, plots included.\n\n')
+    (src_dir/'reports').mkdir(exist_ok=True)
+    (src_dir/'reports'/'index.md').write_text('# Pipeline reports\n\n' + body + (_toctree('Reports', rep) if rep else
+        '**No executed reports yet.** Run the pipeline (`make run`, or `mlwb run`), which writes `reports/*.ipynb`, then `make docs` again.\n'))
+    pages['reports/index'] = 'Pipeline reports'
+    # model cards
+    cards = []
+    (src_dir/'model_cards').mkdir(exist_ok=True)
+    for src in files['cards']:
+        text = src.read_text(encoding='utf-8'); n = src.stem
+        if src.suffix == '.md': (src_dir/'model_cards'/f'{n}.md').write_text(text)
+        else:
+            body_html = re.search(r'<body[^>]*>(.*)</body>', text, re.S | re.I); body_html = body_html[1] if body_html else text
+            t = _title_of_md(text, n)
+            (src_dir/'model_cards'/f'{n}.md').write_text(f'# {t}\n\n```{{raw}} html\n{body_html}\n```\n')
+        pages[f'model_cards/{n}'] = _title_of_md(text, n); cards.append(n)
+    (src_dir/'model_cards'/'index.md').write_text('# Model cards\n\n' + (
+        'One card per registered model version (`reports/model_cards/`): what it was trained on, how it scored, its lineage.\n\n' + _toctree('Model cards', cards)
+        if cards else '**No model cards yet.** The pipeline writes them to `reports/model_cards/` when it registers a model version; run it, then `make docs` again.\n'))
+    pages['model_cards/index'] = 'Model cards'
+    # home page: the README notebook, with the site's contents at the end
+    home = files['home'][0] if files['home'] else None
+    if home: convert(procd[home], src_dir/'index.ipynb', links, 0, fallback_title=cfg.get('title', 'Home'))
+    else: (src_dir/'index.ipynb').write_text(json.dumps(dict(cells=[dict(cell_type='markdown', metadata={}, source=f"# {cfg.get('title')}")], metadata={}, nbformat=4, nbformat_minor=5)))
+    nb = json.loads((src_dir/'index.ipynb').read_text())
+    toc = '## Contents\n\n' + _toctree('Library reference', [page_name(p) for p in files['reference']]) + '\n' + _toctree(
+        'Guides and results', ['tutorials/index', 'reports/index', 'model_cards/index'])
+    nb['cells'].append(dict(cell_type='markdown', metadata={}, source=toc))
+    (src_dir/'index.ipynb').write_text(json.dumps(nb, indent=1))
+    pages['index'] = cfg.get('title', 'Home')
+    (src_dir/'conf.py').write_text(CONF.format(title=cfg.get('title', 'docs'), author=cfg.get('author', ''), copyright=cfg.get('copyright', ''),
+                                              description=cfg.get('description', '').replace("'", "\\'")))
+    return pages
+
+CONF = """# generated by tools/build_docs.py
+project = '{title}'
+author = '{author}'
+copyright = '{copyright}'
+extensions = ['myst_nb']
+language = 'en'
+html_theme = 'furo'
+html_title = '{title}'
+html_short_title = '{title}'
+html_theme_options = {{'navigation_with_keys': True}}
+html_show_sourcelink = False
+html_copy_source = False
+html_meta = {{'description': '{description}'}}
+nb_execution_mode = 'off'            # notebooks arrive executed (tools/build_docs.py step 1)
+nb_merge_streams = True
+myst_enable_extensions = ['colon_fence', 'deflist']
+myst_heading_anchors = 3
+suppress_warnings = ['myst.header', 'mystnb.unknown_mime_type', 'misc.highlighting_failure']
+exclude_patterns = ['_build', '**.ipynb_checkpoints']
+"""
+
+def render(src_dir:Path, out:Path, doctrees:Path, workers:int):
+    r = subprocess.run([str(BIN/'sphinx-build'), '-q', '-b', 'html', '-j', str(workers), '-d', str(doctrees), str(src_dir), str(out)],
+                       capture_output=True, text=True)
+    warnings = [l for l in r.stderr.splitlines() if 'WARNING' in l or 'ERROR' in l]
+    for w in warnings[:30]: log(w)
+    if r.returncode != 0: raise RuntimeError(f"sphinx-build failed:\n{r.stderr[-4000:]}")
+    return warnings
+
+def build(out:Path=ROOT/'_site', root:Path=ROOT, tutorials:str='execute', executed_dir:Path|None=None, workers:int=2) -> dict:
+    "Build the site into `out`; returns a summary (pages, seconds, warnings)."
+    t0 = time.monotonic(); work = root/'_build'/'docs'; cfg = settings(root)
+    files = collect(root)
+    shown = executed(files, root, work/'exec', tutorials, executed_dir, workers)
+    procd = process(shown, files, root, work/'stage', workers)
+    pages = write_sources(files, procd, shown, work/'src', cfg, root)
+    tmp = work/'html'   # myst-nb writes its jupyter_execute/ beside the Sphinx output folder: keep both under _build/
+    if tmp.exists(): shutil.rmtree(tmp)
+    warnings = render(work/'src', tmp, work/'doctrees', workers)
+    (tmp/'.nojekyll').touch()
+    if out.exists(): shutil.rmtree(out)
+    out.parent.mkdir(parents=True, exist_ok=True); shutil.move(str(tmp), str(out))
+    return dict(pages=pages, seconds=round(time.monotonic() - t0, 1), warnings=warnings, out=out)
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[0], epilog='Open <out>/index.html in a browser, or serve it: python -m http.server -d _site')
+    p.add_argument('--out', type=Path, default=ROOT/'_site', help='output folder (default: _site/)')
+    p.add_argument('--tutorials', choices=['execute', 'skip'], default='execute',
+                   help='execute the tutorials in a scratch copy of the repo (cached), or show them without outputs')
+    p.add_argument('--executed', type=Path, help='take executed tutorials from this folder (same file names) instead')
+    p.add_argument('--clean', action='store_true', help='forget cached executions and processing first (a cold build)')
+    p.add_argument('-j', '--workers', type=int, default=2, help='parallel notebook executions and Sphinx workers')
+    a = p.parse_args(argv)
+    if a.clean:
+        for d in (ROOT/'_build'/'docs', ROOT/'_proc'): shutil.rmtree(d, ignore_errors=True)
+    try: r = build(a.out.resolve(), ROOT, a.tutorials, a.executed.resolve() if a.executed else None, a.workers)
+    except RuntimeError as e: print(f"build_docs: error: {e}", file=sys.stderr); return 1
+    log(f"{len(r['pages'])} pages in {r['seconds']} s -> {r['out'].relative_to(ROOT) if r['out'].is_relative_to(ROOT) else r['out']}/index.html"
+        + (f" ({len(r['warnings'])} Sphinx warnings)" if r['warnings'] else ''))
+    return 0
+
+if __name__ == '__main__': sys.exit(main())
