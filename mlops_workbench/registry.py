@@ -6,7 +6,7 @@
 __all__ = ['CHAMPION', 'CHALLENGER', 'PREVIOUS', 'ROLES', 'RegistryError', 'audit_path', 'whoami', 'append_audit', 'read_audit',
            'verify_audit', 'aliases', 'versions', 'model_files_ok', 'check_version', 'move_alias', 'on_new_version',
            'promote', 'rollback', 'history', 'format_history', 'version_info', 'log_run_json', 'run_json',
-           'training_ids']
+           'tag_version', 'training_ids']
 
 # %% ../nbs/10_registry.ipynb #825bf442
 import contextlib, getpass, hashlib, json, os, socket, time
@@ -215,6 +215,12 @@ def run_json(run_id:str, # the run
         try: p = get_client(cfg or load_config()).download_artifacts(run_id, path, d)
         except Exception: return None
         return json.loads(Path(p).read_text())
+
+def tag_version(version:int, tags:dict, cfg:Config|None=None):
+    "Set tags on a model version (values as strings)."
+    from mlops_workbench.tracking import get_client
+    cfg = cfg or load_config(); c = get_client(cfg)
+    for k, v in tags.items(): c.set_model_version_tag(cfg.model_name, str(version), k, str(v))
 
 def training_ids(version:int, cfg:Config|None=None) -> set|None:
     "Ids of the examples a version trained on (recorded by the gate stage), or None if never recorded."
