@@ -52,7 +52,7 @@ def simulate_batch(pool:pd.DataFrame, # rows to draw from: `id`, `label`, featur
                    labels:bool=True, # include the `label` column
                    name:str='batch', # prefix of the new ids
                   ) -> pd.DataFrame:
-    "A batch of `size` rows drawn (with replacement) from `pool` with the scenario's drift applied."
+    "A batch of `size` rows drawn from `pool` (distinct rows while the pool lasts; `prior` draws with replacement) with the drift applied."
     if scenario not in SCENARIOS: raise ValueError(f"unknown drift scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     if size < 1: raise ValueError(f"batch size must be at least 1, got {size}")
     strength = SCENARIOS[scenario] if strength is None else float(strength)
@@ -63,7 +63,7 @@ def simulate_batch(pool:pd.DataFrame, # rows to draw from: `id`, `label`, featur
         favoured = rng.choice(classes, 2, replace=False)
         w = np.where(np.isin(keys, favoured), strength/np.isin(keys, favoured).sum(), (1 - strength)/max((~np.isin(keys, favoured)).sum(), 1))
         idx = rng.choice(len(pool), size, replace=True, p=w/w.sum())
-    else: idx = rng.choice(len(pool), size, replace=True)
+    else: idx = rng.choice(len(pool), size, replace=size > len(pool))   # distinct examples, as production would send
     rows = pool.iloc[idx].reset_index(drop=True)
     X = apply_drift(rows[feats].to_numpy(), scenario, strength, rng, lo, hi, meta.get('image_shape'))
     out = pd.DataFrame(X, columns=feats)

@@ -168,7 +168,7 @@ def cmd_retrain(args):
 def cmd_loop(args):
     "The whole loop in one command: simulate a batch, check drift, retrain if it drifted, gate, promote or keep."
     from mlops_workbench.loop import run_loop
-    r = run_loop(args.scenario, args.strength, args.seed, args.size, retrain_on_drift=not args.no_retrain)
+    r = run_loop(args.scenario, args.strength, args.seed, args.size, quiet=args.json, retrain_on_drift=not args.no_retrain)
     if args.json: print(json.dumps(r, indent=2)); return 0
     print(f"batch {r['batch']}: {'DRIFT in ' + ', '.join(r['families']) if r['drift'] else 'no drift'}")
     if r['retrained']: print(f"retrained: challenger v{r['challenger']} {'PASSED' if r['gate_passed'] else 'REJECTED'} ({'; '.join(r['gate_reasons'])})")
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('-k', type=int, default=5, help='number of neighbours (default 5)')
     s.add_argument('--split', choices=['train', 'val', 'test'], help='search only this split')
     s.add_argument('--wait', type=float, default=0, help='seconds to wait for a busy Milvus Lite directory')
-    s.add_argument('--json', action='store_true', help='print JSON')
+    s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
     s = add('milvus-server', cmd_milvus_server, 'serve the Milvus Lite directory so that several processes can use it')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=19530)
     s = add('ui', cmd_ui, 'start the MLflow UI on the project store')

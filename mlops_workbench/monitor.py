@@ -109,7 +109,7 @@ def fit_reference(model, # the champion (torch)
 def check_batch(ref:dict, # from `fit_reference`
                 df:pd.DataFrame, # the batch: features, optional `label`
                 model, client, collection:str, # champion, Milvus client, its collection
-                alpha:float=0.02, # overall false-alarm budget per batch
+                alpha:float=0.01, # overall false-alarm budget per batch
                 bins:int=10, psi_min:float=0.1, # PSI settings
                 batch_size:int=1024) -> dict:
     "Run the four drift families on a batch; `drift` is True when any family alarms."

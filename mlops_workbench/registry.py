@@ -211,6 +211,7 @@ def run_json(run_id:str, # the run
     "A JSON artifact of a run, or None when the run has none at `path`."
     import tempfile
     from mlops_workbench.tracking import get_client
+    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')   # one small file: no progress bar
     with tempfile.TemporaryDirectory() as d:
         try: p = get_client(cfg or load_config()).download_artifacts(run_id, path, d)
         except Exception: return None
