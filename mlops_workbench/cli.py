@@ -208,7 +208,7 @@ def add_ops_commands(add):
     s.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     s.add_argument('--size', type=int, default=200, help='rows in the batch (default 200)')
     s.add_argument('--no-retrain', action='store_true', help='check only')
-    s.add_argument('--json', action='store_true', help='print JSON')
+    s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
 
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('-k', type=int, default=5, help='number of neighbours (default 5)')
     s.add_argument('--split', choices=['train', 'val', 'test'], help='search only this split')
     s.add_argument('--wait', type=float, default=0, help='seconds to wait for a busy Milvus Lite directory')
-    s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
+    s.add_argument('--json', action='store_true', help='print JSON')
     s = add('milvus-server', cmd_milvus_server, 'serve the Milvus Lite directory so that several processes can use it')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=19530)
     s = add('ui', cmd_ui, 'start the MLflow UI on the project store')
