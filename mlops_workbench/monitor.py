@@ -30,7 +30,7 @@ def feature_drift(X_ref:np.ndarray, # [N, m] reference (training) features
                   bins:int=10, # PSI bins
                   psi_min:float=0.1, # PSI never flags below this
                  ) -> dict:
-    "Per-feature KS and PSI with Bonferroni-corrected thresholds; `drift` when any feature is flagged."
+    "Per-feature KS and PSI with multiple-testing-aware thresholds; a feature drifts when both flag it."
     from scipy.stats import ks_2samp, chi2
     m, (N, n) = len(names), (len(X_ref), len(X_cur)); a = alpha/(2*m); n_eff = n*N/(n + N)
     rows = []
@@ -42,7 +42,7 @@ def feature_drift(X_ref:np.ndarray, # [N, m] reference (training) features
         rows.append(dict(feature=name, ks=float(ks.statistic) if ks else 0.0, ks_p=float(ks.pvalue) if ks else 1.0, psi=v, psi_limit=limit, bins=b))
     t = pd.DataFrame(rows)
     t['ks_drift'], t['psi_drift'] = t['ks_p'] < a, t['psi'] > t['psi_limit']
-    flagged = t[t['ks_drift'] | t['psi_drift']]
+    flagged = t[t['ks_drift'] & t['psi_drift']]
     return dict(drift=bool(len(flagged)), alpha=alpha, ks_threshold_p=a, n_ks=int(t['ks_drift'].sum()), n_psi=int(t['psi_drift'].sum()),
                 flagged=flagged['feature'].tolist(), max_psi=float(t['psi'].max()), min_ks_p=float(t['ks_p'].min()), table=t)
 
