@@ -29,7 +29,8 @@ def card_markdown(f:dict, # facts: see `card_facts`
                    ('data source', f.get('source') or '—')], ['what', 'value']), '']
     lock = f.get('dvc_lock') or {}
     if lock:
-        out += ['DVC lock entries of the run that made it (`dvc.lock`):', '', '```yaml', json.dumps(lock, indent=1, sort_keys=True)[:3000], '```', '']
+        import yaml
+        out += ['DVC lock entries of the run that made it (`dvc.lock`):', '', '```yaml', yaml.safe_dump(lock, sort_keys=False)[:4000].rstrip(), '```', '']
     if run.get('params'):
         out += ['Training params:', '', _table(sorted(run['params'].items()), ['param', 'value']), '']
     out += ['## Metrics', '']
@@ -50,7 +51,7 @@ def card_markdown(f:dict, # facts: see `card_facts`
             _table([('training time', f"{_f(run.get('train_seconds'), 1)} s"), ('device', run.get('device') or '—'), ('hardware', run.get('hardware') or '—')], ['what', 'value']), '',
             '## Known limitations', '', f.get('limitations') or '—', '']
     if f.get('history'):
-        out += ['## History of roles', '', _table([(r['when'][:19].replace('T', ' '), r['alias'], f"{r['from']} → {r['to']}", r['action'], r['who'], r['why'])
+        out += ['## History of roles', '', _table([(r['when'][:19].replace('T', ' '), r['alias'], f"{'-' if r['from'] is None else r['from']} → {'-' if r['to'] is None else r['to']}", r['action'], r['who'], r['why'])
                                                   for r in f['history']], ['when (UTC)', 'role', 'move', 'action', 'who', 'why']), '']
     return '\n'.join(out)
 
