@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np, pandas as pd, yaml
 
 HERE = Path(__file__).resolve().parent
-CURVE = {'noise': [0.0025, 0.005, 0.01, 0.02, 0.05, 0.1], 'shift': [0.05, 0.1, 0.2, 0.3, 0.5, 1.0], 'rotate': [1, 2, 3, 5, 10, 20],
+CURVE = {'noise': [0.0025, 0.005, 0.01, 0.02, 0.05, 0.1], 'shift': [0.01, 0.02, 0.03, 0.05, 0.1, 1.0], 'rotate': [0.1, 0.2, 0.5, 1, 5, 20],
          'prior': [0.2, 0.25, 0.3, 0.35, 0.4, 0.5],   # 0.2: the two favoured classes' natural share (no shift)
          'novel': [0.01, 0.02, 0.05, 0.1, 0.2, 0.3]}
 

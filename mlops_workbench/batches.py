@@ -28,7 +28,7 @@ def apply_drift(X:np.ndarray, # [n, features] raw features
                ) -> np.ndarray:
     "Return drifted copies of the features (`prior` is applied when sampling, see `simulate_batch`)."
     from scipy import ndimage
-    X = np.asarray(X, dtype='float64').copy()
+    X = np.asarray(X, dtype='float64').copy(); whole = bool(np.all(np.mod(X, 1) == 0))
     if scenario in ('none', 'prior'): pass
     elif scenario == 'noise': X += rng.normal(0, strength*(hi - lo), X.shape)
     elif scenario == 'shift':
@@ -39,7 +39,8 @@ def apply_drift(X:np.ndarray, # [n, features] raw features
     elif scenario == 'novel':
         m = rng.random(len(X)) < strength; X[m] = hi + lo - X[m]
     else: raise ValueError(f"unknown drift scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    return np.clip(X, lo, hi).astype('float32')
+    X = np.clip(X, lo, hi)
+    return (np.rint(X) if whole else X).astype('float32')   # whole-number data (digits' pixel counts) stays whole
 
 # %% ../nbs/13_batches.ipynb #365be088
 def simulate_batch(pool:pd.DataFrame, # rows to draw from: `id`, `label`, features (a held-out split)

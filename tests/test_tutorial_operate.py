@@ -18,7 +18,7 @@ def test_operate_tutorial_runs(tmp_path):
     assert all(c['execution_count'] for c in cells)
     assert not [o for c in cells for o in c['outputs'] if o['output_type'] == 'error']
     assert any(o.get('data', {}).get('image/png') for c in cells for o in c['outputs']), 'the drift plot'
-    text = ''.join(''.join(o.get('text', '')) for c in cells for o in c['outputs'])
+    text = ''.join(''.join(o.get('text', '') or o.get('data', {}).get('text/plain', '')) for c in cells for o in c['outputs'])
     assert 'b0002-rotate' in text and 'hash chain intact' in text and 'already rolled back: nothing changed' in text
     gate = json.loads((root/'metrics'/'gate.json').read_text())
     assert gate['challenger'] == 2 and gate['champion_before'] == 1
