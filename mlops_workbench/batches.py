@@ -32,10 +32,10 @@ def apply_drift(X:np.ndarray, # [n, features] raw features
     if scenario in ('none', 'prior'): pass
     elif scenario == 'noise': X += rng.normal(0, strength*(hi - lo), X.shape)
     elif scenario == 'shift':
-        im = _images(X, image_shape); X = np.stack([ndimage.shift(a, (strength, strength), order=1, mode='constant', cval=lo) for a in im]).reshape(len(X), -1)
+        im = _images(X, image_shape); X = np.stack([ndimage.shift(a, (strength, strength), order=1, mode='grid-constant', cval=lo) for a in im]).reshape(len(X), -1)
     elif scenario == 'rotate':
         im = _images(X, image_shape)
-        X = np.stack([ndimage.rotate(a, strength*rng.choice([-1, 1]), reshape=False, order=1, mode='constant', cval=lo) for a in im]).reshape(len(X), -1)
+        X = np.stack([ndimage.rotate(a, strength*rng.choice([-1, 1]), reshape=False, order=1, mode='grid-constant', cval=lo) for a in im]).reshape(len(X), -1)
     elif scenario == 'novel':
         m = rng.random(len(X)) < strength; X[m] = hi + lo - X[m]
     else: raise ValueError(f"unknown drift scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
