@@ -63,6 +63,13 @@ def test_drift_retrain_gate_rollback(ops):
     assert 'champion  2 -> 1' in out
     assert 'nothing changed' in sh(['mlwb', 'rollback', '--reason', 'test: v2 misbehaves'], ops).stdout
     assert roles(ops) == {'champion': 1, 'challenger': 2}
+    # rerunning the gate stage (as new code or params would) repeats v2's decision and leaves the rollback alone
+    sh(['mlwb', 'stage', 'gate', '--no-progress'], ops)
+    assert roles(ops) == {'champion': 1, 'challenger': 2}
+    assert json.loads((ops/'metrics'/'gate.json').read_text())['passed'] == gate['passed']
+    # the monitor's executed notebook shows its plots
+    nb = json.loads((ops/'reports'/'monitor.ipynb').read_text())
+    assert any('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
     # the audit log: append-only, chained, every move with who/why/when/evidence
     h = json.loads(sh(['mlwb', 'history', '--json'], ops).stdout)['history']
     assert [(x['alias'], x['from'], x['to']) for x in h][-2:] == [('champion', 2, 1), ('previous', 1, None)]
