@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server', 'cmd_ui',
-           'build_parser', 'main']
+           'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor', 'cmd_retrain',
+           'cmd_loop', 'add_ops_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys
@@ -112,7 +113,116 @@ def cmd_ui(args):
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return _serve(cmd, env)
 
-# %% ../nbs/90_cli.ipynb #b484a139
+# %% ../nbs/90_cli.ipynb #9add9471
+def _print_records(recs:list, none_msg:str):
+    from mlops_workbench.registry import format_history
+    print(format_history(recs) if recs else none_msg)
+
+def cmd_promote(args):
+    "Make a version champion (the old champion becomes `previous`); audited, idempotent."
+    from mlops_workbench.registry import promote, aliases
+    recs = promote(args.version, args.reason, args.evidence)
+    _print_records(recs, f"version {args.version} is already champion: nothing changed")
+    print(f"roles: {aliases()}"); return 0
+
+def cmd_rollback(args):
+    "Make `previous` (or --to VERSION) champion again; audited, idempotent."
+    from mlops_workbench.registry import rollback, aliases
+    recs = rollback(args.reason, args.to)
+    _print_records(recs, "already rolled back: nothing changed")
+    print(f"roles: {aliases()}"); return 0
+
+def cmd_history(args):
+    "Print the audit log of role changes (all, or of one version) and the current roles."
+    from mlops_workbench.registry import history, format_history, aliases, verify_audit, audit_path
+    cfg = load_config(); recs = history(cfg, args.version)
+    if args.verify: print(f"audit log {audit_path(cfg)}: {verify_audit(audit_path(cfg))} records, hash chain intact")
+    if args.json: print(json.dumps(dict(roles=aliases(cfg), history=recs), indent=2)); return 0
+    print(format_history(recs)); print(f"roles: {aliases(cfg)}"); return 0
+
+def cmd_card(args):
+    "Write the model card of a version (reports/model_cards/vN.md and .html) and log it to MLflow."
+    from mlops_workbench.cards import make_card
+    from mlops_workbench.registry import check_version
+    cfg = load_config(); v = check_version(args.version, cfg)
+    paths = make_card(v, cfg, lock=False)
+    print('\n'.join(f"wrote {p.relative_to(cfg.root)}" for p in paths)); return 0
+
+# %% ../nbs/90_cli.ipynb #4b61492c
+def cmd_simulate(args):
+    "Write a simulated production batch to data/batches/ (drawn from the held-out test split)."
+    from mlops_workbench.data import load_prepared
+    from mlops_workbench.batches import write_batch
+    cfg = load_config(); splits, meta = load_prepared(cfg.path('data', 'prepared')); prep = cfg.params.get('prepare') or {}
+    p = write_batch(cfg.path('data', 'batches'), splits['test'], meta, args.scenario, args.strength, args.seed, args.size, not args.no_labels,
+                    float(prep.get('min_value', 0)), float(prep.get('max_value', 16)))
+    print(f"wrote {p.relative_to(cfg.root)}"); return 0
+
+def cmd_monitor(args):
+    "Check new batches for drift (`dvc repro monitor`) and print every batch's verdict."
+    from mlops_workbench.loop import dvc_repro
+    from mlops_workbench.registry import aliases, CHAMPION
+    cfg = load_config()
+    if not args.no_run: dvc_repro(cfg, 'monitor')
+    d = cfg.path('data', 'monitoring', f"v{aliases(cfg).get(CHAMPION)}")
+    reps = [read_json(p) for p in sorted(d.glob('*.json'))] if d.exists() else []
+    if args.json: print(json.dumps([{k: r[k] for k in ('batch', 'drift', 'families', 'model_version')} for r in reps], indent=2)); return 0
+    if not reps: print("no batches checked yet (add one with `mlwb simulate`)"); return 0
+    for r in reps: print(f"{r['batch']:<20} {'DRIFT' if r['drift'] else 'ok':<6} {','.join(r['families'])}")
+    return 0
+
+def cmd_retrain(args):
+    "Fold a labelled batch into the training data, rerun the pipeline (dvc repro) and print the gate's decision."
+    from mlops_workbench.loop import retrain
+    g = retrain(args.batch)
+    print(f"gate: challenger v{g['challenger']} {'PASSED' if g['passed'] else 'REJECTED'}: {'; '.join(g['reasons'])}; champion is v{g['champion']}"); return 0
+
+def cmd_loop(args):
+    "The whole loop in one command: simulate a batch, check drift, retrain if it drifted, gate, promote or keep."
+    from mlops_workbench.loop import run_loop
+    r = run_loop(args.scenario, args.strength, args.seed, args.size, quiet=args.json, retrain_on_drift=not args.no_retrain)
+    if args.json: print(json.dumps(r, indent=2)); return 0
+    print(f"batch {r['batch']}: {'DRIFT in ' + ', '.join(r['families']) if r['drift'] else 'no drift'}")
+    if r['retrained']: print(f"retrained: challenger v{r['challenger']} {'PASSED' if r['gate_passed'] else 'REJECTED'} ({'; '.join(r['gate_reasons'])})")
+    print(f"champion: v{r['champion_before']} -> v{r['champion']}"); return 0
+
+# %% ../nbs/90_cli.ipynb #10f03094
+def add_ops_commands(add):
+    "Register the operations commands on the `mlwb` parser (`add(name, fn, help)` makes a subparser)."
+    from mlops_workbench.batches import SCENARIOS
+    s = add('promote', cmd_promote, 'make a version champion (audited; the old champion becomes previous)')
+    s.add_argument('version', help='version number, e.g. 3')
+    s.add_argument('--reason', required=True, help='why (recorded in the audit log)')
+    s.add_argument('--evidence', help='link to the evidence, e.g. an MLflow run URI')
+    s = add('rollback', cmd_rollback, 'make the previous champion (or --to VERSION) champion again (audited)')
+    s.add_argument('--to', help='version to roll back to (default: the previous champion)')
+    s.add_argument('--reason', required=True, help='why (recorded in the audit log)')
+    s = add('history', cmd_history, 'print the audit log of role changes and the current roles')
+    s.add_argument('--version', type=int, help='only moves that touch this version')
+    s.add_argument('--verify', action='store_true', help="check the audit log's hash chain first")
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s = add('card', cmd_card, 'write the model card of a version (Markdown and HTML) and log it to MLflow')
+    s.add_argument('version', help='version number')
+    s = add('simulate', cmd_simulate, 'write a simulated production batch with a drift scenario to data/batches/')
+    s.add_argument('--scenario', choices=list(SCENARIOS), default='none', help='drift scenario (default none)')
+    s.add_argument('--strength', type=float, help='scenario strength (default: ' + ', '.join(f'{k} {v:g}' for k, v in SCENARIOS.items() if k != 'none') + ')')
+    s.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    s.add_argument('--size', type=int, default=200, help='rows in the batch (default 200)')
+    s.add_argument('--no-labels', action='store_true', help='leave the label column out')
+    s = add('monitor', cmd_monitor, 'check new batches for drift against the champion and list every verdict')
+    s.add_argument('--no-run', action='store_true', help='only list the verdicts already made')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s = add('retrain', cmd_retrain, 'fold a labelled batch into the training data, rerun the pipeline, gate the new version')
+    s.add_argument('batch', help='batch file, e.g. data/batches/b0001-noise.parquet')
+    s = add('loop', cmd_loop, 'simulate a batch, check drift, retrain if drifted, gate: the whole loop in one command')
+    s.add_argument('--scenario', choices=list(SCENARIOS), default='noise', help='drift scenario (default noise)')
+    s.add_argument('--strength', type=float, help='scenario strength (default: the scenario default)')
+    s.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    s.add_argument('--size', type=int, default=200, help='rows in the batch (default 200)')
+    s.add_argument('--no-retrain', action='store_true', help='check only')
+    s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
+
+# %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
     p = argparse.ArgumentParser(prog='mlwb', description="mlops-workbench: run the notebook pipeline, inspect its results, search its embeddings.",
@@ -144,9 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=19530)
     s = add('ui', cmd_ui, 'start the MLflow UI on the project store')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
+    add_ops_commands(add)
     return p
 
-# %% ../nbs/90_cli.ipynb #9add9471
+# %% ../nbs/90_cli.ipynb #89203791
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."
     args = build_parser().parse_args(argv)

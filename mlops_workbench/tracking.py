@@ -142,7 +142,10 @@ def log_torch_model(model, # a torch module with `features()` (see `train`)
     with contextlib.suppress(Exception): client.create_registered_model(cfg.model_name, description='Registered by mlops-workbench')
     run = client.get_run(run_id)
     mv_tags = {k: v for k, v in run.data.tags.items() if k in (TAG_COMMIT, TAG_DATA)} | (tags or {})
-    return client.create_model_version(cfg.model_name, info.model_uri, run_id=run_id, tags=mv_tags, model_id=info.model_id)   # a server needs model_id
+    mv = client.create_model_version(cfg.model_name, info.model_uri, run_id=run_id, tags=mv_tags, model_id=info.model_id)   # a server needs model_id
+    from mlops_workbench.registry import on_new_version   # roles: challenger, and champion for the first version
+    on_new_version(int(mv.version), cfg)
+    return mv
 
 def load_torch_model(version:str|int, # registered version number
                      cfg:Config|None=None, device:str='cpu'):
