@@ -63,4 +63,5 @@ bench: install
 
 # forget the embedded stores and pipeline outputs (not the code)
 clean-state:
-	rm -rf mlflow.db mlflow.db-* mlflow.db.lock mlartifacts milvus.db milvus.db.lock reports/*.ipynb reports/failed metrics plots models data/prepared data/quarantine
+	rm -rf mlflow.db mlflow.db-* mlflow.db.lock mlartifacts milvus.db milvus.db.lock reports/*.ipynb reports/failed metrics plots models data/prepared data/quarantine registry sweeps .ray-checkpoints reports/model_cards
+	find data/batches -mindepth 1 ! -name README.md -delete 2>/dev/null || true

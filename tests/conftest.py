@@ -32,7 +32,7 @@ def set_params(root: Path, **sections):
 def copy_repo(dest: Path) -> Path:
     "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work) into a fresh git repo."
     files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=REPO, capture_output=True, text=True, check=True).stdout.split('\0')
-    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/')   # results of a run on another machine
+    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/model_cards/')   # results of a run on another machine
     for f in filter(None, files):
         if f.startswith(skip) or not (REPO/f).is_file(): continue
         (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(REPO/f, dest/f)
