@@ -32,10 +32,16 @@ def ray_runtime(num_cpus:int|None=None, # CPUs of a local runtime (default: all)
     kw = dict(runtime_env={'env_vars': {k: os.environ[k] for k in RAY_ENV}}, logging_level='ERROR', log_to_driver=True, configure_logging=True)
     if address: ray.init(address=address, **kw)
     else:
-        tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: Ray's socket paths must fit in 107 bytes
         if num_gpus is None:
             import torch; num_gpus = torch.cuda.device_count()
-        ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, _temp_dir=tmp, **kw)
+        for attempt in range(3):   # on a loaded machine the raylet may miss Ray's fixed 30 s registration window
+            tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: Ray's socket paths must fit in 107 bytes
+            try: ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False, _temp_dir=tmp, **kw); break
+            except Exception as e:
+                with contextlib.suppress(Exception): ray.shutdown()
+                stop_cluster(tmp)   # whatever that attempt started
+                if 'timed out during startup' not in str(e) or attempt == 2: raise
+                print(f"Ray did not start in time (attempt {attempt+1} of 3); retrying", flush=True)
     try: yield ray
     finally:
         ray.shutdown()
