@@ -106,6 +106,14 @@ def open_collection(client, name:str) -> str:
     if 'Loaded' not in str(client.get_load_state(name).get('state')): client.load_collection(name)
     return name
 
+def _while_loaded(client, name:str, fn, tries:int=4):
+    "Run `fn()`; when Milvus says the collection is released (another client's load may be under way), load it and retry."
+    for i in range(tries):
+        try: return fn()
+        except Exception as e:
+            if 'call load()' not in str(e) or i == tries - 1: raise
+            client.load_collection(name); time.sleep(0.2*(i + 1))
+
 def search(client, name:str, # collection
            vectors:np.ndarray, # [q, dim] query embeddings
            k:int=5, # neighbours per query
@@ -113,15 +121,15 @@ def search(client, name:str, # collection
           ) -> list: # per query, a list of hit dicts (id, distance and the stored fields)
     "The `k` nearest stored examples of each query vector."
     open_collection(client, name)
-    res = client.search(name, np.asarray(vectors, dtype='float32').tolist(), limit=k, filter=filter,
-                        output_fields=[f for f in FIELDS if f != 'id'], search_params={'metric_type': 'L2'})
+    res = _while_loaded(client, name, lambda: client.search(name, np.asarray(vectors, dtype='float32').tolist(), limit=k, filter=filter,
+                        output_fields=[f for f in FIELDS if f != 'id'], search_params={'metric_type': 'L2'}))
     return [[{'id': h['id'], 'distance': float(h['distance']), **h['entity']} for h in hits] for hits in res]
 
 def get_vectors(client, name:str, ids:list) -> dict:
     "Stored vectors and fields of the examples `ids` (id -> row)."
     open_collection(client, name)
     quoted = ', '.join('"' + str(i).replace('"', '\\"') + '"' for i in ids)
-    return {r['id']: r for r in client.query(name, filter=f'id in [{quoted}]', output_fields=['vector', *FIELDS])}
+    return {r['id']: r for r in _while_loaded(client, name, lambda: client.query(name, filter=f'id in [{quoted}]', output_fields=['vector', *FIELDS]))}
 
 def count(client, name:str) -> int:
     "Rows in a collection."
