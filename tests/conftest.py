@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO/'tools'))
+import build_docs   # its copy_repo makes the scratch copies (tracked files, no results)
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
 SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
@@ -30,16 +32,8 @@ def set_params(root: Path, **sections):
     p.write_text(yaml.safe_dump(params, sort_keys=False))
 
 def copy_repo(dest: Path) -> Path:
-    "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work) into a fresh git repo."
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=REPO, capture_output=True, text=True, check=True).stdout.split('\0')
-    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/model_cards/')   # results of a run on another machine
-    for f in filter(None, files):
-        if f.startswith(skip) or not (REPO/f).is_file(): continue
-        (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(REPO/f, dest/f)
-    for cmd in (['git', 'init', '-q', '-b', 'main'], ['git', 'add', '-A'],
-                ['git', '-c', 'user.email=t@t', '-c', 'user.name=t', 'commit', '-qm', 'test copy']):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    return dest
+    "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work, without a run's results) into a fresh git repo."
+    return build_docs.copy_repo(dest, REPO)
 
 @pytest.fixture(scope='session')
 def project(tmp_path_factory) -> Path:

@@ -82,10 +82,11 @@ def clean_env(**extra) -> dict:
     env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
 
-def copy_repo(dest:Path, root:Path=ROOT) -> Path:
+RESULTS = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/')   # a run's results, recorded on another machine
+
+def copy_repo(dest:Path, root:Path=ROOT, skip:tuple=RESULTS) -> Path:
     "Copy the repo's tracked and unignored files (a clone plus uncommitted work, no results) into a fresh git repo."
     files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=root, capture_output=True, text=True, check=True).stdout.split('\0')
-    skip = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/')
     for f in filter(None, files):
         if f.startswith(skip) or not (root/f).is_file(): continue
         (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(root/f, dest/f)
