@@ -226,7 +226,7 @@ def add_ops_commands(add):
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
     p = argparse.ArgumentParser(prog='mlwb', description="mlops-workbench: run the notebook pipeline, inspect its results, search its embeddings.",
-        epilog="Backends come from the environment: MLFLOW_TRACKING_URI, MILVUS_URI, MILVUS_TOKEN (default: embedded stores in the repo).")
+        epilog="Backends come from the environment: MLFLOW_TRACKING_URI, MILVUS_URI, MILVUS_TOKEN, RAY_ADDRESS (default: embedded stores in the repo and a private local Ray).")
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     def add(name, fn, help):
         s = sub.add_parser(name, help=help, description=fn.__doc__); s.set_defaults(fn=fn); return s
