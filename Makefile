@@ -40,7 +40,7 @@ check-sync: install
 	@git diff --exit-code -- nbs mlops_workbench README.md || { echo "nbs/, mlops_workbench/ or README.md out of sync: run 'make export' and commit"; exit 1; }
 
 test-py: install
-	$(BIN)/python -m pytest -v -ra tests
+	$(BIN)/python -m pytest -v -ra --durations=25 tests
 
 # the docs site: tools/build_docs.py (Sphinx + myst-nb on nbdev's processed notebooks); Quarto users: nbdev_docs
 docs: install

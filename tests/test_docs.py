@@ -14,6 +14,8 @@ TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
 ARTIFACTS = REPO/'test-artifacts'/'docs'
 CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--window-size=1280,1000')
 
+ROOTS = {}   # tutorial name -> the repo copy it ran in (its results stay there for the tests below)
+
 # ---- tutorials --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def executed_tutorials(tmp_path_factory) -> dict:
@@ -21,6 +23,7 @@ def executed_tutorials(tmp_path_factory) -> dict:
     out, res = tmp_path_factory.mktemp('executed'), {}
     for nb in TUTORIALS:
         root = copy_repo(tmp_path_factory.mktemp(nb.stem)); set_params(root, **SMALL)
+        ROOTS[nb.name] = root
         try: res[nb.name] = build_docs.execute_tutorial(root/'nbs'/'tutorials'/nb.name, out/nb.name)
         except RuntimeError as e: res[nb.name] = e
     return res
@@ -42,6 +45,21 @@ def test_tutorial_runs(executed_tutorials, name):
     assert not [o for c in cells for o in c['outputs'] if o['output_type'] == 'error']
     assert any(o.get('data', {}).get('image/png') or o.get('data', {}).get('text/html') for c in cells for o in c['outputs']), \
         "a tutorial shows its results (a table or a plot)"
+
+def test_operate_tutorial_walks_the_whole_loop(executed_tutorials):
+    "The operate tutorial as a reader runs it: drift, retrain, gate, rollback, audit (its one run also serves the site)."
+    from conftest import sh
+    r = executed_tutorials['04_operate.ipynb']
+    if isinstance(r, Exception): raise r
+    cells = [c for c in json.loads(r.read_text())['cells'] if c['cell_type'] == 'code']
+    assert any(o.get('data', {}).get('image/png') for c in cells for o in c['outputs']), 'the drift plot'
+    text = ''.join(''.join(o.get('text', '') or o.get('data', {}).get('text/plain', '')) for c in cells for o in c['outputs'])
+    assert 'b0002-rotate' in text and 'hash chain intact' in text and 'already rolled back: nothing changed' in text
+    root = ROOTS['04_operate.ipynb']
+    gate = json.loads((root/'metrics'/'gate.json').read_text())
+    assert gate['challenger'] == 2 and gate['champion_before'] == 1
+    h = json.loads(sh(['mlwb', 'history', '--json'], root).stdout)
+    assert h['roles']['champion'] == 1 and h['history'][-1]['action'] == 'rollback'
 
 # ---- the site ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope='module')

@@ -4,10 +4,12 @@ from pathlib import Path
 import pytest, yaml
 from conftest import REPO, sh, py, clean_env
 
-HEAVY = ('torch', 'ray', 'mlflow', 'pymilvus', 'papermill', 'dvc')
+HEAVY = ('torch', 'ray', 'mlflow', 'pymilvus', 'papermill', 'dvc', 'scipy')
 
 def test_import_is_light_and_does_nothing(tmp_path):
-    code = ("import sys, mlops_workbench, mlops_workbench.config, mlops_workbench.data, mlops_workbench.evaluate, mlops_workbench.stages, mlops_workbench.cli; "
+    code = ("import sys, mlops_workbench, mlops_workbench.config, mlops_workbench.data, mlops_workbench.evaluate, mlops_workbench.stages, "
+            "mlops_workbench.cli, mlops_workbench.registry, mlops_workbench.gate, mlops_workbench.cards, mlops_workbench.batches, "
+            "mlops_workbench.monitor, mlops_workbench.loop; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert py(code, tmp_path).stdout.strip() == '[]'
     assert list(tmp_path.iterdir()) == []     # no folder, file or store created at import
