@@ -4,11 +4,13 @@
 
 # %% auto #0
 __all__ = ['CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'SPLITS', 'DataFileError', 'Schema', 'digits_schema', 'load_digits_frame',
-           'read_table', 'check_columns', 'validate_rows', 'describe_rejections', 'ingest', 'split_dataset',
-           'fingerprint', 'replace_dir', 'save_prepared', 'load_prepared', 'to_arrays', 'write_quarantine']
+           'sniff_file', 'check_columns', 'open_chunks', 'read_table', 'label_key', 'RowValidator', 'validate_rows',
+           'describe_rejections', 'Ingested', 'ingest_stream', 'ingest', 'split_positions', 'split_dataset',
+           'fingerprint', 'replace_dir', 'save_prepared', 'save_split', 'load_prepared', 'to_arrays',
+           'write_quarantine']
 
 # %% ../nbs/01_data.ipynb #8f153ceb
-import csv, hashlib, io, os, shutil, tempfile
+import codecs, csv, hashlib, io, os, re, shutil, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
@@ -43,45 +45,39 @@ def load_digits_frame() -> pd.DataFrame:
     df.insert(0, 'label', d.target.astype('int64')); df.insert(0, 'id', np.arange(len(df), dtype='int64'))
     return df
 
-# %% ../nbs/01_data.ipynb #9f483c16
-CSV_SUFFIXES, PARQUET_SUFFIXES = ('.csv', '.tsv', '.txt'), ('.parquet', '.pq')
+# %% ../nbs/01_data.ipynb #a1f0c001
+_MAGIC = [(b'\x1f\x8b', 'gzip-compressed', 'decompress it first (gunzip)'),
+          (b'PK\x03\x04', 'a zip archive (a zipped CSV or an Excel .xlsx workbook)', 'extract or export the CSV first'),
+          (b'\xd0\xcf\x11\xe0', 'an Excel/OLE2 document', 'export it as CSV (UTF-8) first'),
+          (b'\xfd7zXZ\x00', 'xz-compressed', 'decompress it first (unxz)'),
+          (b'(\xb5/\xfd', 'zstd-compressed', 'decompress it first (unzstd)'),
+          (b'PAR1', 'a Parquet file', 'name it .parquet'),
+          (b'\xff\xfe', 'UTF-16 or UTF-32 text (byte-order mark ff fe)', 're-save it as UTF-8'),
+          (b'\xfe\xff', 'UTF-16 text (byte-order mark fe ff)', 're-save it as UTF-8')]
 
-def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
-               delimiter:str=',', # CSV field delimiter
-              ) -> pd.DataFrame:
-    "Read a data file, raising `DataFileError` for anything that makes the whole file unusable."
-    path = Path(path)
-    if not path.exists(): raise DataFileError(f"{path}: file not found")
-    if path.is_dir(): raise DataFileError(f"{path}: is a folder, expected a .csv or .parquet file")
-    suffix = path.suffix.lower()
-    if suffix in PARQUET_SUFFIXES:
-        if path.stat().st_size == 0: raise DataFileError(f"{path}: file is empty")
-        try: df = pd.read_parquet(path)
-        except Exception as e: raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0]})") from None
-    elif suffix in CSV_SUFFIXES:
-        raw = path.read_bytes()
-        if not raw.strip(): raise DataFileError(f"{path}: file is empty")
-        try: text = raw.decode('utf-8-sig')
-        except UnicodeDecodeError as e:
-            line = raw[:e.start].count(b'\n') + 1
-            raise DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); re-save the file as UTF-8") from None
-        header = next(csv.reader(io.StringIO(text.lstrip().split('\n', 1)[0]), delimiter=delimiter), [])
-        dup = sorted({c.strip() for c in header if [h.strip() for h in header].count(c.strip()) > 1})
-        if dup: raise DataFileError(f"{path}: duplicate column name(s) {dup}")   # pandas would silently rename them
-        try: df = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skipinitialspace=True)
-        except pd.errors.ParserError as e: raise DataFileError(f"{path}: malformed CSV: {str(e).strip()}") from None
-    else: raise DataFileError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if len(df) == 0: raise DataFileError(f"{path}: has a header but no data rows")
-    return df
+def sniff_file(path:str|Path, # file name for messages
+               head:bytes, # the file's first bytes (64 KiB is plenty)
+               kind:str='csv', # what the file's name promises: 'csv' or 'parquet'
+              ):
+    "Raise `DataFileError` when the first bytes show the file is not what its name says."
+    what = 'CSV text' if kind == 'csv' else 'Parquet'
+    if head[:3] == b'BZh' and head[3:4].isdigit():
+        raise DataFileError(f"{path}: file is bzip2-compressed, not {what}; decompress it first (bunzip2)")
+    for magic, found, fix in _MAGIC:
+        if head.startswith(magic) and not (kind == 'parquet' and magic == b'PAR1'):
+            raise DataFileError(f"{path}: file is {found}, not {what}; {fix}")
+    nul = head.find(b'\x00')
+    if kind == 'csv' and nul >= 0:
+        raise DataFileError(f"{path}: binary data (NUL byte at offset {nul}), not CSV text; export it as CSV (UTF-8)")
 
 # %% ../nbs/01_data.ipynb #37d43d08
-def check_columns(df:pd.DataFrame, # the table as read
+def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
                   schema:Schema, # expected columns
                   path:str|Path, # file name for messages
                   delimiter:str=',', # the delimiter that was used to read it
                  ) -> list: # the feature columns
-    "Check the required columns exist; name what is missing and spot a wrong delimiter."
-    cols = [str(c) for c in df.columns]
+    "Check the required columns exist and fit the model; name what is missing and spot a wrong delimiter."
+    cols = [str(c) for c in (df.columns if isinstance(df, pd.DataFrame) else df)]
     if len(set(cols)) != len(cols):
         dup = sorted({c for c in cols if cols.count(c) > 1})
         raise DataFileError(f"{path}: duplicate column name(s) {dup}")
@@ -91,25 +87,182 @@ def check_columns(df:pd.DataFrame, # the table as read
         if len(cols) == 1:
             for d in (';', '\t', '|', ','):
                 if d != delimiter and d in cols[0]:
-                    raise DataFileError(f"{path}: found a single column; the file looks {d!r}-delimited but prepare.delimiter is {delimiter!r}")
+                    raise DataFileError(f"{path}: found a single column; the file looks {d!r}-delimited but "
+                                        f"prepare.delimiter is {delimiter!r}")
         raise DataFileError(f"{path}: missing column(s) {missing}; found {cols[:12]}{' ...' if len(cols) > 12 else ''}")
     feats = list(schema.features) or [c for c in cols if c not in (schema.label, schema.id_col)]
     if not feats: raise DataFileError(f"{path}: no feature columns besides '{schema.label}'")
+    need = int(np.prod(schema.image_shape)) if len(schema.image_shape) else 0
+    if need and len(feats) != need:
+        how = (f"columns past the first {need}: {feats[need:][:5]}{' ...' if len(feats) > need + 5 else ''}; "
+               f"list the {need} pixel columns in prepare.features" if len(feats) > need
+               else f"set prepare.image_shape to the file's image, or [] for a model without one")
+        raise DataFileError(f"{path}: field 'features': {len(feats)} feature columns, but image_shape "
+                            f"{list(schema.image_shape)} needs {need}; {how}")
+    if len(schema.labels) == 1:
+        raise DataFileError(f"{path}: field 'labels': prepare.labels allows only {list(schema.labels)}; "
+                            "a classifier needs at least 2 classes")
     return feats
+
+# %% ../nbs/01_data.ipynb #9f483c16
+CSV_SUFFIXES, PARQUET_SUFFIXES = ('.csv', '.tsv', '.txt'), ('.parquet', '.pq')
+
+def _check_path(path:Path) -> str:
+    "The kind of a data file ('csv' or 'parquet'), or `DataFileError` when it cannot be one."
+    if not path.exists(): raise DataFileError(f"{path}: file not found")
+    if path.is_dir(): raise DataFileError(f"{path}: is a folder, expected a .csv or .parquet file")
+    suffix = path.suffix.lower()
+    if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
+        raise DataFileError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
+    if path.stat().st_size == 0: raise DataFileError(f"{path}: file is empty")
+    with open(path, 'rb') as f: head = f.read(65536)
+    kind = 'csv' if suffix in CSV_SUFFIXES else 'parquet'
+    sniff_file(path, head, kind)
+    if kind == 'csv' and not head.strip(): raise DataFileError(f"{path}: file is empty")
+    return kind
+
+def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileError:
+    "The error for a non-UTF-8 byte at `data[start]`, which sits at file `offset`, on file line `line`."
+    return DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {offset}); "
+                         "re-save the file as UTF-8")
+
+def _csv_header(path:Path, delimiter:str) -> tuple: # (column names, byte offset of the data, lines before the data)
+    "Read and check the header line of a CSV file (after blank lines and a UTF-8 byte-order mark)."
+    with open(path, 'rb') as f:
+        lineno = 0
+        while True:
+            line = f.readline()
+            lineno += 1
+            if not line: raise DataFileError(f"{path}: file is empty")
+            if line.strip() and line.strip() != codecs.BOM_UTF8: break
+        offset = f.tell()
+    raw = line[3:] if line.startswith(codecs.BOM_UTF8) else line
+    try: text = raw.decode('utf-8')
+    except UnicodeDecodeError as e: raise _not_utf8(path, raw, e.start, offset - len(raw) + e.start, lineno) from None
+    header = next(csv.reader([text.rstrip('\r\n')], delimiter=delimiter), [])
+    names = [c.strip() or f'Unnamed: {i}' for i, c in enumerate(header)]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup: raise DataFileError(f"{path}: duplicate column name(s) {dup}")
+    return names, offset, lineno
+
+def _find_bad_utf8(path:Path, offset:int, lines:int, block:int=1 << 20):
+    "Raise `DataFileError` naming the line and offset of the first byte after `offset` that is not UTF-8."
+    dec, line, pos = codecs.getincrementaldecoder('utf-8')(), lines + 1, offset
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        while True:
+            data = f.read(block)
+            pending = dec.getstate()[0]
+            try: dec.decode(data, final=not data)
+            except UnicodeDecodeError as e:
+                start = max(e.start - len(pending), 0)
+                raise _not_utf8(path, pending + data, e.start, pos - len(pending) + e.start,
+                                line + data[:start].count(b'\n')) from None
+            if not data: return
+            pos += len(data)
+            line += data.count(b'\n')
+
+# %% ../nbs/01_data.ipynb #a1f0c008
+def _line_of(path:Path, text:str, skip:int) -> str:
+    "'line N' of the first line after the first `skip` lines that reads `text` ('a row' when none does)."
+    with open(path, 'rb') as f:
+        for n, line in enumerate(f, 1):
+            if n > skip and line.rstrip(b'\r\n').decode('utf-8', 'replace') == text: return f'line {n}'
+    return 'a row'
+
+def _used_columns(names:list, feats:list, schema:Schema) -> list:
+    "The columns the schema uses (id, label, features), in file order."
+    used = set(feats) | {schema.label} | ({schema.id_col} if schema.id_col else set())
+    return [c for c in names if c in used]
+
+def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
+                schema:Schema, # expected columns
+                delimiter:str=',', # CSV field delimiter
+                chunk_rows:int=100_000, # rows per chunk (about, for CSV): bounds the memory of a read
+               ) -> tuple: # (feature columns, used columns, row-count estimate, iterator of Arrow record batches)
+    "Check a data file's kind and header, and stream its used columns in chunks, as text for CSV."
+    import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
+    path = Path(path)
+    if chunk_rows < 1: raise ValueError(f"chunk_rows={chunk_rows} must be at least 1")
+    kind = _check_path(path)
+    if kind == 'parquet':
+        try: pf = pq.ParquetFile(path)
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else ''
+            raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {first})") from None
+        names = [n for n in pf.schema_arrow.names if not n.startswith('__index_level_')]
+        feats = check_columns(names, schema, path, delimiter)
+        used = _used_columns(names, feats, schema)
+        def batches():
+            try: yield from pf.iter_batches(batch_size=chunk_rows, columns=used)
+            except (OSError, pa.ArrowException) as e:
+                raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+            finally: pf.close()
+        return feats, used, pf.metadata.num_rows, batches()
+    names, offset, lines = _csv_header(path, delimiter)
+    feats = check_columns(names, schema, path, delimiter)
+    used = _used_columns(names, feats, schema)
+    with open(path, 'rb') as f:
+        f.seek(offset)
+        sample = f.read(1 << 16)
+    per_row = max(len(sample) / max(sample.count(b'\n'), 1), 1.0)
+    block = int(min(max(chunk_rows * per_row, 1 << 14), 1 << 28))
+    estimate = int((path.stat().st_size - offset) / per_row) + 1
+    bad_rows = []
+    def invalid(row):
+        bad_rows.append(row)
+        return 'error'
+    def batches():
+        src = open(path, 'rb')
+        src.seek(offset)
+        try:
+            rd = pcsv.open_csv(src, read_options=pcsv.ReadOptions(column_names=names, block_size=block),
+                               parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
+                               convert_options=pcsv.ConvertOptions(include_columns=used, strings_can_be_null=False,
+                                                                   column_types={c: pa.string() for c in used},
+                                                                   quoted_strings_can_be_null=False))
+            yield from rd
+        except pa.ArrowInvalid as e:
+            if str(e).startswith('Empty CSV file'): return   # a header and no data rows
+            if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines)
+            if bad_rows:
+                r = bad_rows[0]
+                msg = (f"{_line_of(path, r.text, lines)} has {r.actual_columns} fields, the header "
+                       f"{r.expected_columns}: {r.text[:60]!r}")
+            elif 'straddling' in str(e): msg = f"a row is longer than the read block ({block} bytes); raise chunk_rows"
+            else: msg = str(e).splitlines()[0]
+            raise DataFileError(f"{path}: malformed CSV: {msg}") from None
+        finally: src.close()
+    return feats, used, estimate, batches()
+
+def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
+               delimiter:str=',', # CSV field delimiter
+              ) -> pd.DataFrame:
+    "Read a whole data file (every column, CSV cells as text), raising `DataFileError` for anything that makes it unusable."
+    path = Path(path)
+    kind = _check_path(path)
+    if kind == 'parquet':
+        try: df = pd.read_parquet(path)
+        except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else ''
+            raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {first})") from None
+    else:
+        raw = path.read_bytes()
+        try: text = raw.decode('utf-8-sig')
+        except UnicodeDecodeError as e:
+            raise _not_utf8(path, raw, e.start, e.start, raw[:e.start].count(b'\n') + 1) from None
+        names, _, _ = _csv_header(path, delimiter)
+        try: df = pd.read_csv(io.StringIO(text), sep=delimiter, dtype=str, keep_default_na=False, skipinitialspace=True)
+        except pd.errors.ParserError as e: raise DataFileError(f"{path}: malformed CSV: {str(e).strip()}") from None
+    if len(df) == 0: raise DataFileError(f"{path}: has a header but no data rows")
+    return df
 
 # %% ../nbs/01_data.ipynb #0fe42057
 _MISSING = {'', 'nan', 'NaN', 'NA', 'N/A', 'null', 'NULL', 'None'}
+_INT_ID = r'^(0|-?[1-9][0-9]{0,17})$'   # ids whose text is a canonical int64: compared as numbers
+_NUMBER = r'^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$'   # what Arrow and pandas both read as the same number
 
-def _as_numbers(s:pd.Series):
-    "Numeric values of `s` plus masks of missing and non-numeric cells."
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        num = s.astype('float64'); return num, num.isna(), pd.Series(False, index=s.index)
-    txt = s.astype(str).str.strip()
-    missing = s.isna() | txt.isin(_MISSING)
-    num = pd.to_numeric(txt.where(~missing), errors='coerce')
-    return num, missing, num.isna() & ~missing
-
-def _label_key(v): 
+def label_key(v) -> str:
     "A canonical text form of a label, so that 3, 3.0 and '3' agree."
     if isinstance(v, str): v = v.strip()
     try:
@@ -118,61 +271,205 @@ def _label_key(v):
     except (TypeError, ValueError): pass
     return str(v)
 
+_label_key = label_key   # the old private name, still used by other modules
+
+def _as_text(col):
+    "An Arrow column as trimmed text plus its mask of missing cells (empty, 'NA', 'null', ...)."
+    import pyarrow as pa, pyarrow.compute as pc
+    if pa.types.is_large_string(col.type) or pa.types.is_integer(col.type): col = pc.cast(col, pa.string())
+    elif not pa.types.is_string(col.type):
+        col = pa.array(col.to_pandas().astype(str), pa.string())   # typed cells as pandas writes them ('1.0', 'nan')
+    txt = pc.utf8_trim_whitespace(col)
+    missing = pc.or_(pc.is_null(txt), pc.fill_null(pc.is_in(txt, value_set=pa.array(sorted(_MISSING))), True))
+    return txt, missing.to_numpy(zero_copy_only=False)
+
+def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mask)
+    "Numeric values of an Arrow column plus masks of missing and non-numeric cells."
+    import pyarrow as pa, pyarrow.compute as pc
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        num = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False) + 0.0
+        return num, np.isnan(num), np.zeros(len(num), bool)
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        try:   # the common case: every cell a plain number, nothing missing
+            num = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+            if not np.isnan(num).any(): return num + 0.0, np.zeros(len(num), bool), np.zeros(len(num), bool)
+        except pa.ArrowInvalid: pass
+    txt, missing = _as_text(col)
+    try: num = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), txt), pa.float64()).to_numpy(zero_copy_only=False)
+    except pa.ArrowInvalid:   # some cell is not a plain number: pandas judges the cells that do not look like one
+        plain = pc.fill_null(pc.match_substring_regex(txt, _NUMBER), False).to_numpy(zero_copy_only=False) & ~missing
+        try: num = pc.cast(pc.if_else(pa.array(plain), txt, pa.scalar(None, pa.string())), pa.float64()).to_numpy(zero_copy_only=False)
+        except pa.ArrowInvalid: plain[:], num = False, np.full(len(txt), np.nan)
+        odd = np.flatnonzero(~plain & ~missing)
+        num[odd] = pd.to_numeric(pd.Series(pc.take(txt, pa.array(odd)).to_pylist(), dtype=object), errors='coerce')
+    num = num + 0.0   # -0.0 -> 0.0, as pandas reads '-0'
+    return num, missing, np.isnan(num) & ~missing
+
+# %% ../nbs/01_data.ipynb #a1f0c009
+class _SeenIds:
+    "Every id seen so far with the row where it first appeared: canonical integers in sorted arrays, other text in a dict."
+    def __init__(self):
+        self.ints, self.rows, self.text = np.empty(0, 'int64'), np.empty(0, 'int64'), {}
+
+    def first_rows(self, txt, missing:np.ndarray, row0:int) -> np.ndarray:
+        "For each id of a chunk starting after data row `row0`: the earlier row with the same id, or 0."
+        import pyarrow as pa, pyarrow.compute as pc
+        first = np.zeros(len(txt), 'int64')
+        canon = pc.fill_null(pc.match_substring_regex(txt, _INT_ID), False).to_numpy(zero_copy_only=False) & ~missing
+        ci = np.flatnonzero(canon)
+        if len(ci):
+            v = pc.cast(pc.take(txt, pa.array(ci)), pa.int64()).to_numpy()
+            u, fi, inv = np.unique(v, return_index=True, return_inverse=True)
+            pos = np.searchsorted(self.ints, u)
+            hit = pos < len(self.ints)
+            hit[hit] = self.ints[pos[hit]] == u[hit]
+            first_u = row0 + ci[fi] + 1
+            first_u[hit] = self.rows[pos[hit]]
+            at = first_u[inv.ravel()]
+            mine = row0 + ci + 1
+            first[ci] = np.where(at != mine, at, 0)
+            new = ~hit
+            self.ints = np.insert(self.ints, pos[new], u[new])
+            self.rows = np.insert(self.rows, pos[new], (row0 + ci[fi] + 1)[new])
+        oi = np.flatnonzero(~canon & ~missing)
+        if len(oi):
+            for i, t in zip(oi, pc.take(txt, pa.array(oi)).to_pylist()):
+                f = self.text.setdefault(t, row0 + i + 1)
+                if f != row0 + i + 1: first[i] = f
+        return first
+
 # %% ../nbs/01_data.ipynb #c252ebc2
+class RowValidator:
+    "Validate chunks of rows in file order; keep the clean rows, return each chunk's rejected rows with reasons."
+    def __init__(self,
+                 schema:Schema, # what a valid row looks like
+                 feats:list, # the feature columns (from `check_columns`)
+                 path:str|Path='<data>', # file name for messages and the quarantine file
+                 capacity:int=0, # expected rows (memory is reserved for them; it grows when needed)
+                ):
+        self.schema, self.feats, self.path = schema, list(feats), str(path)
+        self.X = np.empty((len(feats), max(capacity, 1)), 'float32')   # feature-major, as pandas stores a block
+        self.n_rows = self.n_clean = self.n_rejected = 0
+        self.ids, self.codes, self.keys, self.missing_keys = [], [], {}, {}
+        self.seen = _SeenIds()
+
+    def _grow(self, need:int):
+        "Make room for `need` clean rows."
+        if need > self.X.shape[1]:
+            X = np.empty((len(self.feats), max(need, int(self.X.shape[1] * 1.5))), 'float32')
+            X[:, :self.n_clean] = self.X[:, :self.n_clean]
+            self.X = X
+
+    def _labels(self, col) -> tuple: # (class codes, missing mask)
+        "Class codes of a label column, computed once per distinct value."
+        import pyarrow as pa, pyarrow.compute as pc
+        enc = pc.dictionary_encode(col)
+        enc = enc.combine_chunks() if hasattr(enc, 'combine_chunks') else enc
+        idx = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype('int64')
+        vals = enc.dictionary.to_pylist() + [None]   # index -1: a null cell
+        miss = np.array([v is None or str(v).strip() in _MISSING for v in vals])
+        keys = [label_key(v) for v in vals]
+        codes = np.array([self.keys.setdefault(k, len(self.keys)) for k in keys], 'int64')
+        return codes[idx], miss[idx]
+
+    def add(self, chunk, # an Arrow record batch or table with the used columns
+           ) -> pd.DataFrame: # this chunk's rejected rows: _file, _row, _column, _reason and the cells as written
+        "Validate the next chunk; its clean rows are kept, its rejected rows returned."
+        import pyarrow as pa, pyarrow.compute as pc
+        s, n, row0 = self.schema, chunk.num_rows, self.n_rows
+        problems = []   # (row index, column, reason), in the order the checks run
+        def flag(mask, col, reason):
+            for i in np.flatnonzero(mask): problems.append((i, col, reason(i)))
+        F = np.empty((len(self.feats), n))   # one row per feature: contiguous writes, checks in bulk
+        miss, bad = np.zeros(F.shape, bool), np.zeros(F.shape, bool)
+        for j, c in enumerate(self.feats):
+            F[j], m, b = _as_numbers(chunk.column(c))
+            if m.any(): miss[j] = m
+            if b.any(): bad[j] = b
+        finite = np.isfinite(F)
+        prob = ~finite
+        if s.min_value > -np.inf: prob |= F < s.min_value
+        if s.max_value < np.inf: prob |= F > s.max_value
+        for i in np.flatnonzero(prob.any(axis=0)):   # the few rows with a problem, their columns in order
+            for j in np.flatnonzero(prob[:, i]):
+                c = self.feats[j]
+                if miss[j, i]: r = 'missing value'
+                elif bad[j, i]: r = f'not a number: {str(chunk.column(c)[int(i)].as_py())[:40]!r}'
+                elif not finite[j, i]: r = 'not a finite number'
+                else: r = f'value {F[j, i]:g} outside [{s.min_value:g}, {s.max_value:g}]'
+                problems.append((i, c, r))
+        codes, lab_missing = self._labels(chunk.column(s.label))
+        flag(lab_missing, s.label, lambda i: 'missing label')
+        if s.labels:
+            allowed = {label_key(l) for l in s.labels}
+            unknown = ~lab_missing & ~np.isin(codes, [self.keys[k] for k in allowed if k in self.keys])
+            lab = chunk.column(s.label)
+            flag(unknown, s.label, lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
+        if s.id_col:
+            ids, id_missing = _as_text(chunk.column(s.id_col))
+            flag(id_missing, s.id_col, lambda i: 'missing id')
+            first = self.seen.first_rows(ids, id_missing, row0)
+            flag(first > 0, s.id_col, lambda i: f'duplicate id {ids[int(i)].as_py()!r} (first at row {first[i]})')
+        else: ids = pa.array(np.arange(row0 + 1, row0 + n + 1))
+        bad_rows = sorted({p[0] for p in problems})
+        keep = np.ones(n, bool)
+        keep[bad_rows] = False
+        k = int(keep.sum())
+        self._grow(self.n_clean + k)
+        at = self.n_clean
+        if len(bad_rows) > n // 100: self.X[:, at:at + k] = np.compress(keep, F, axis=1)
+        else:   # copy the runs between rejected rows (boolean indexing along rows is slow)
+            for lo, hi in zip([0] + [r + 1 for r in bad_rows], bad_rows + [n]):
+                self.X[:, at:at + hi - lo] = F[:, lo:hi]
+                at += hi - lo
+        self.ids.append(pc.filter(ids, pa.array(keep)))
+        self.codes.append(codes[keep])
+        self.n_clean += k
+        self.n_rows += n
+        self.n_rejected += len(bad_rows)
+        rej = chunk.take(pa.array(bad_rows, pa.int64())).to_pandas().astype(str)
+        by_row = {}
+        for i, c, r in problems: by_row.setdefault(i, []).append((c, r))
+        rej.insert(0, '_reason', ['; '.join(f'{c}: {r}' for c, r in by_row[i]) for i in bad_rows])
+        rej.insert(0, '_column', [by_row[i][0][0] for i in bad_rows])
+        rej.insert(0, '_row', np.asarray(bad_rows, 'int64') + row0 + 1)
+        rej.insert(0, '_file', self.path)
+        return rej
+
+    def result(self) -> pd.DataFrame:
+        "The clean rows so far: `id`, `label`, then the float32 features."
+        import pyarrow as pa, pyarrow.compute as pc
+        clean = pd.DataFrame(self.X[:, :self.n_clean].T, columns=self.feats, copy=False)   # no copy
+        keys = list(self.keys)
+        codes = np.concatenate(self.codes) if self.codes else np.empty(0, 'int64')
+        used = [keys[c] for c in np.unique(codes)]
+        if all(re.fullmatch(r'-?[0-9]+', k) for k in used):
+            labels = np.array([int(k) if re.fullmatch(r'-?[0-9]+', k) else 0 for k in keys], 'int64')[codes]
+        else: labels = np.array(keys, dtype=object)[codes]
+        ids = pa.concat_arrays([a.cast(pa.string()) if self.schema.id_col else a for a in self.ids]) if self.ids else pa.array([], pa.int64())
+        if self.schema.id_col:
+            if len(ids) == 0 or pc.all(pc.match_substring_regex(ids, r'^-?[0-9]+$')).as_py():
+                try: ids = pc.cast(ids, pa.int64())
+                except pa.ArrowInvalid: pass
+        ids = ids.to_numpy(zero_copy_only=False)
+        clean.insert(0, 'label', labels)
+        clean.insert(0, 'id', ids)
+        return clean
+
 def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
                   schema:Schema, # what a valid row looks like
                   path:str|Path='<data>', # file name for messages and the quarantine file
                   delimiter:str=',', # the delimiter the file was read with (for the wrong-delimiter hint)
                  ) -> tuple: # (clean frame with `id`, `label` and float32 features, rejected rows with reasons)
-    "Split `df` into valid rows and rejected rows; each rejection names file, row, column and reason."
+    "Split a whole in-memory table into valid rows and rejected rows; each rejection names file, row, column and reason."
+    import pyarrow as pa
     feats = check_columns(df, schema, path, delimiter)
-    n = len(df); rows = np.arange(1, n+1)
-    problems = []  # (row index, column, reason)
-    def flag(mask, col, reason):
-        for i in np.flatnonzero(np.asarray(mask)): problems.append((i, col, reason(i)))
-    X = np.empty((n, len(feats)), dtype='float64')
-    for j, c in enumerate(feats):
-        num, missing, bad = _as_numbers(df[c])
-        flag(missing, c, lambda i: 'missing value')
-        flag(bad, c, lambda i, c=c: f'not a number: {str(df[c].iloc[i])[:40]!r}')
-        inf = num.notna() & ~np.isfinite(num.fillna(0))
-        flag(inf, c, lambda i: 'not a finite number')
-        out = num.notna() & np.isfinite(num.fillna(0)) & ((num < schema.min_value) | (num > schema.max_value))
-        flag(out, c, lambda i, num=num: f'value {num.iloc[i]:g} outside [{schema.min_value:g}, {schema.max_value:g}]')
-        X[:, j] = num.to_numpy(dtype='float64', na_value=np.nan)
-    lab = df[schema.label]
-    lab_missing = lab.isna() | lab.astype(str).str.strip().isin(_MISSING)
-    flag(lab_missing, schema.label, lambda i: 'missing label')
-    keys = lab.map(_label_key)
-    if schema.labels:
-        allowed = {_label_key(l) for l in schema.labels}
-        flag(~lab_missing & ~keys.isin(allowed), schema.label, lambda i: f'unknown label {str(lab.iloc[i])[:40]!r} (allowed: {sorted(allowed)[:10]})')
-    if schema.id_col:
-        ids = df[schema.id_col].astype(str).str.strip()
-        id_missing = df[schema.id_col].isna() | ids.isin(_MISSING)
-        flag(id_missing, schema.id_col, lambda i: 'missing id')
-        first = {}
-        for i, v in enumerate(ids):
-            if id_missing.iloc[i]: continue
-            if v in first: problems.append((i, schema.id_col, f'duplicate id {v!r} (first at row {first[v]+1})'))
-            else: first[v] = i
-    bad_rows = sorted({p[0] for p in problems})
-    # rejected rows: the original cells plus where and why
-    rej = df.iloc[bad_rows].copy().astype(str)
-    by_row = {}
-    for i, c, r in problems: by_row.setdefault(i, []).append((c, r))
-    rej.insert(0, '_reason', ['; '.join(f'{c}: {r}' for c, r in by_row[i]) for i in bad_rows])
-    rej.insert(0, '_column', [by_row[i][0][0] for i in bad_rows])
-    rej.insert(0, '_row', rows[bad_rows])
-    rej.insert(0, '_file', str(path))
-    keep = np.setdiff1d(np.arange(n), bad_rows)
-    clean = pd.DataFrame(X[keep].astype('float32'), columns=feats)
-    labels = keys.iloc[keep]
-    if labels.map(lambda k: k.lstrip('-').isdigit()).all(): labels = labels.astype('int64')
-    clean.insert(0, 'label', labels.to_numpy())
-    clean.insert(0, 'id', (ids.iloc[keep].to_numpy() if schema.id_col else rows[keep]))
-    if schema.id_col and clean['id'].map(lambda k: k.lstrip('-').isdigit()).all(): clean['id'] = clean['id'].astype('int64')
-    return clean.reset_index(drop=True), rej.reset_index(drop=True)
+    used = _used_columns([str(c) for c in df.columns], feats, schema)
+    cols = {c: (df[c].astype(str) if df[c].dtype == object else df[c]) for c in used}
+    v = RowValidator(schema, feats, path, len(df))
+    rej = v.add(pa.RecordBatch.from_pandas(pd.DataFrame(cols), preserve_index=False))
+    return v.result(), rej
 
 # %% ../nbs/01_data.ipynb #3bd5fa13
 def describe_rejections(rejected:pd.DataFrame, # rows from `validate_rows`
@@ -185,25 +482,99 @@ def describe_rejections(rejected:pd.DataFrame, # rows from `validate_rows`
     return '\n'.join(lines)
 
 # %% ../nbs/01_data.ipynb #b9ed1731
+@dataclass
+class Ingested:
+    "What `ingest_stream` read."
+    clean: pd.DataFrame # valid rows: `id`, `label`, float32 features
+    rejected: pd.DataFrame # the first rejected rows (all of them when there is no quarantine file)
+    n_rows: int # data rows read
+    n_rejected: int # rows rejected
+    schema: Schema # the schema used
+    quarantine: Path|None = None # the quarantine file written
+
+def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
+    "A classifier needs at least two classes among the valid rows."
+    classes = clean['label'].unique()
+    if len(classes) < 2:
+        raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} in "
+                            f"{len(clean)} valid rows; a classifier needs at least 2")
+
+def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
+                  schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
+                  root:str|Path='.', # project root for relative paths
+                  delimiter:str=',', # CSV delimiter
+                  max_rejected_fraction:float=0.1, # fail the whole file if more rows than this are rejected
+                  chunk_rows:int=100_000, # rows read and validated at a time
+                  quarantine:str|Path|None=None, # folder for `rejected.csv` (written as rows are rejected); None: keep all in memory
+                  keep:int=100, # rejected rows to return when they go to a quarantine file
+                 ) -> Ingested:
+    "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
+    import pyarrow as pa
+    if source == 'digits':
+        df, schema, name = load_digits_frame(), digits_schema(), 'digits'
+        feats = check_columns(df, schema, name)
+        est, chunks = len(df), iter([pa.RecordBatch.from_pandas(df, preserve_index=False)])
+        delimiter, cols = ',', list(df.columns)
+    else:
+        path = Path(source) if Path(source).is_absolute() else Path(root)/source
+        name = source
+        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows)
+    v = RowValidator(schema, feats, name, int(est * 1.2) + 1024)
+    shown = []
+    def run(out):
+        for chunk in chunks:
+            rej = v.add(chunk)
+            if len(rej) and out is not None: rej.to_csv(out, header=False, index=False)
+            if len(rej) and (out is None or sum(map(len, shown)) < keep): shown.append(rej)
+        if v.n_rows == 0: raise DataFileError(f"{name}: has a header but no data rows")
+        if v.n_rejected / v.n_rows > max_rejected_fraction:
+            first = describe_rejections(shown[0].head(1)).split(': ', 1)[1]
+            raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
+        clean = v.result()
+        _check_classes(clean, schema, name)
+        return clean
+    header = ['_file', '_row', '_column', '_reason'] + cols
+    if quarantine is None: qfile, clean = None, run(None)
+    else:
+        qfile = Path(quarantine)/'rejected.csv'
+        with atomic_write(qfile) as f:
+            pd.DataFrame(columns=header).to_csv(f, index=False)
+            clean = run(f)
+    rejected = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame(columns=header)
+    if quarantine is not None: rejected = rejected.head(keep)
+    return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile)
+
 def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
            schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
            root:str|Path='.', # project root for relative paths
            delimiter:str=',', # CSV delimiter
            max_rejected_fraction:float=0.1, # fail the whole file if more rows than this are rejected
+           chunk_rows:int=100_000, # rows read and validated at a time
           ) -> tuple: # (clean frame, rejected frame, schema used)
-    "Read and validate `source`; too many rejected rows is a file-level error."
-    if source == 'digits': df, schema, name, delimiter = load_digits_frame(), digits_schema(), 'digits', ','
-    else:
-        path = Path(source) if Path(source).is_absolute() else Path(root)/source
-        df, name = read_table(path, delimiter), source
-    clean, rej = validate_rows(df, schema, name, delimiter)
-    if len(df) and len(rej)/len(df) > max_rejected_fraction:
-        first = describe_rejections(rej.head(1)).split(': ', 1)[1]
-        raise DataFileError(f"{name}: {len(rej)} of {len(df)} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
-    return clean, rej, schema
+    "Read and validate `source`, returning every rejected row; too many rejected rows is a file-level error."
+    r = ingest_stream(source, schema, root, delimiter, max_rejected_fraction, chunk_rows)
+    return r.clean, r.rejected, r.schema
 
 # %% ../nbs/01_data.ipynb #50d31a01
 SPLITS = ('train', 'val', 'test')
+
+def split_positions(labels:np.ndarray, # the label of each clean row
+                    ids:np.ndarray, # the id of each clean row (each split is sorted by it)
+                    test_size:float=0.2, # fraction for the test split
+                    val_size:float=0.1, # fraction for the validation split
+                    seed:int=42, # random seed
+                   ) -> dict: # {'train': row positions, 'val': ..., 'test': ...}, each in id order
+    "Deterministic stratified train/val/test split, as row positions (no copy of the data)."
+    from sklearn.model_selection import train_test_split
+    if not (0 < test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
+        raise ValueError(f"test_size={test_size} and val_size={val_size} must be fractions that sum to less than 1")
+    counts = pd.Series(labels).value_counts()
+    if counts.min() < 3: raise ValueError(f"label {counts.idxmin()!r} has only {counts.min()} row(s); a stratified split needs at least 3 per label")
+    rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+    if val_size:
+        train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest], random_state=seed)
+    else: train, val = rest, rest[:0]
+    return {k: v[np.argsort(ids[v], kind='stable')] for k, v in zip(SPLITS, (train, val, test))}
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
                   test_size:float=0.2, # fraction for the test split
@@ -211,15 +582,12 @@ def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
                   seed:int=42, # random seed
                  ) -> dict: # {'train': df, 'val': df, 'test': df}
     "Deterministic stratified train/val/test split."
-    from sklearn.model_selection import train_test_split
-    if not (0 < test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
-        raise ValueError(f"test_size={test_size} and val_size={val_size} must be fractions that sum to less than 1")
-    counts = df['label'].value_counts()
-    if counts.min() < 3: raise ValueError(f"label {counts.idxmin()!r} has only {counts.min()} row(s); a stratified split needs at least 3 per label")
-    rest, test = train_test_split(df, test_size=test_size, stratify=df['label'], random_state=seed)
-    if val_size: train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=rest['label'], random_state=seed)
-    else: train, val = rest, rest.iloc[:0]
-    return {k: v.sort_values('id').reset_index(drop=True) for k, v in zip(SPLITS, (train, val, test))}
+    pos = split_positions(df['label'].to_numpy(), df['id'].to_numpy(), test_size, val_size, seed)
+    return {k: df.take(v).reset_index(drop=True) for k, v in pos.items()}
+
+def _hash_header(name:str, df:pd.DataFrame, n:int) -> bytes:
+    "What the fingerprint hashes before a split's rows."
+    return f"{name}|{list(df.columns)}|{[str(t) for t in df.dtypes]}|{n}".encode()
 
 def fingerprint(splits:dict, # split name -> frame
                ) -> str: # sha256 hex digest
@@ -227,7 +595,7 @@ def fingerprint(splits:dict, # split name -> frame
     h = hashlib.sha256()
     for name in sorted(splits):
         df = splits[name]
-        h.update(f"{name}|{list(df.columns)}|{[str(t) for t in df.dtypes]}|{len(df)}".encode())
+        h.update(_hash_header(name, df, len(df)))
         h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
     return h.hexdigest()
 
@@ -235,9 +603,15 @@ def fingerprint(splits:dict, # split name -> frame
 def replace_dir(tmp:Path, dest:Path):
     "Move the finished folder `tmp` to `dest`, replacing it."
     old = None
-    if dest.exists(): old = dest.with_name(f'.old-{dest.name}-{os.getpid()}'); os.replace(dest, old)
+    if dest.exists():
+        old = dest.with_name(f'.old-{dest.name}-{os.getpid()}')
+        os.replace(dest, old)
     os.replace(tmp, dest)
     if old: shutil.rmtree(old, ignore_errors=True)
+
+def _meta(meta:dict, fp:str, counts:dict, columns:list) -> dict:
+    "The metadata written beside the splits."
+    return {**meta, 'fingerprint': fp, 'counts': counts, 'features': [c for c in columns if c not in ('id', 'label')]}
 
 def save_prepared(splits:dict, # split name -> frame
                   meta:dict, # metadata (schema, source, counts): `fingerprint` is added
@@ -248,11 +622,43 @@ def save_prepared(splits:dict, # split name -> frame
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
     try:
         for k, v in splits.items(): v.to_parquet(tmp/f'{k}.parquet', index=False)
-        meta = {**meta, 'fingerprint': fingerprint(splits), 'counts': {k: len(v) for k, v in splits.items()},
-                'features': [c for c in next(iter(splits.values())).columns if c not in ('id', 'label')]}
+        meta = _meta(meta, fingerprint(splits), {k: len(v) for k, v in splits.items()}, list(next(iter(splits.values())).columns))
         write_json(tmp/'meta.json', meta)
         replace_dir(tmp, out_dir)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
+    return meta
+
+def save_split(clean:pd.DataFrame, # the clean rows
+               positions:dict, # split name -> row positions (from `split_positions`)
+               meta:dict, # metadata (schema, source, classes): `fingerprint`, `counts`, `features` are added
+               out_dir:str|Path, # e.g. data/prepared
+               chunk_rows:int=100_000, # rows copied and written at a time
+              ) -> dict: # the metadata written (the same fingerprint as `fingerprint(split_dataset(clean))`)
+    "Write the splits of `clean` as Parquet plus `meta.json`, a chunk at a time, atomically as a folder."
+    import pyarrow as pa, pyarrow.parquet as pq
+    out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
+    h = hashlib.sha256()
+    try:
+        for name in sorted(positions):
+            pos = positions[name]
+            h.update(_hash_header(name, clean.iloc[:0], len(pos)))
+            writer = None
+            try:
+                for i in range(0, max(len(pos), 1), chunk_rows):
+                    part = clean.take(pos[i:i + chunk_rows]).reset_index(drop=True)
+                    h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
+                    table = pa.Table.from_pandas(part, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(tmp/f'{name}.parquet', table.schema)
+                    writer.write_table(table)
+            finally:
+                if writer: writer.close()
+        meta = _meta(meta, h.hexdigest(), {k: len(v) for k, v in positions.items()}, list(clean.columns))
+        write_json(tmp/'meta.json', meta)
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return meta
 
 def load_prepared(out_dir:str|Path, # folder written by `save_prepared`
@@ -268,8 +674,8 @@ def to_arrays(df:pd.DataFrame, # a prepared split
              ) -> tuple: # (X float32 [n, features], y int64 class indices [n])
     "Features and class indices (positions in `meta['classes']`) of a split."
     X = df[meta['features']].to_numpy(dtype='float32')
-    index = {_label_key(c): i for i, c in enumerate(meta['classes'])}
-    return X, df['label'].map(lambda v: index[_label_key(v)]).to_numpy(dtype='int64')
+    index = {label_key(c): i for i, c in enumerate(meta['classes'])}
+    return X, df['label'].map(lambda v: index[label_key(v)]).to_numpy(dtype='int64')
 
 # %% ../nbs/01_data.ipynb #d93ebce2
 def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
@@ -277,6 +683,6 @@ def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
                     ) -> Path:
     "Write the rejected rows with their reasons to `out_dir/rejected.csv` (a header-only file when none)."
     p = Path(out_dir)/'rejected.csv'
-    if rejected.empty: rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
+    if rejected.empty and not len(rejected.columns): rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
     with atomic_write(p) as f: rejected.to_csv(f, index=False)
     return p

@@ -23,7 +23,7 @@ FILE_CASES = {
     'latin-1 encoding': (lambda t: csv(t, '1,0,1,2\n2,1,caf\xe9,3\n', encoding='latin-1'), 'data.csv: line 3: not UTF-8 text (byte 0xe9'),
     'semicolons':       (lambda t: csv(t, '1;0;1;2\n', header='id;label;a;b'), "looks ';'-delimited but prepare.delimiter is ','"),
     'tabs':             (lambda t: csv(t, '1\t0\t1\t2\n', header='id\tlabel\ta\tb'), "looks '\\t'-delimited"),
-    'ragged row':       (lambda t: csv(t, '1,0,1,2\n2,1,3,4,5,6\n'), 'data.csv: malformed CSV: Error tokenizing data'),
+    'ragged row':       (lambda t: csv(t, '1,0,1,2\n2,1,3,4,5,6\n'), 'data.csv: malformed CSV: line 3 has 6 fields, the header 4'),
     'duplicate header': (lambda t: csv(t, '1,0,1,2\n', header='id,label,a,a'), "data.csv: duplicate column name(s) ['a']"),
     'corrupt parquet':  (lambda t: (t/'d.parquet').write_bytes(b'PAR1garbage') and t/'d.parquet', 'd.parquet: not a readable Parquet file'),
     'empty parquet':    (lambda t: (t/'d.parquet').write_bytes(b'') or t/'d.parquet', 'd.parquet: file is empty'),
