@@ -8,35 +8,29 @@ __all__ = ['cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 
            'cmd_loop', 'add_ops_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
-import argparse, contextlib, json, os, shutil, subprocess, sys
+import argparse, contextlib, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 from .config import load_config, read_json
+from .stages import env_with_this_python as _env_with_this_python   # one copy, shared with dvc_repro
 
 # %% ../nbs/90_cli.ipynb #a20b8fa8
-def _env_with_this_python() -> dict:
-    "The environment with this interpreter's bin folder first on PATH, so stages run `mlwb` from this environment."
-    env = dict(os.environ); bindir = str(Path(sys.executable).parent)
-    env['PATH'] = bindir + os.pathsep + env.get('PATH', ''); return env
-
 def cmd_run(args):
-    "Run the pipeline with `dvc repro` (only what changed)."
-    cfg = load_config()
-    dvc = shutil.which('dvc', path=_env_with_this_python()['PATH'])
-    if not dvc: raise FileNotFoundError("dvc is not installed in this environment (run `make install`)")
-    cmd = [dvc, 'repro', *(['--force'] if args.force else []), *(['--dry'] if args.dry else []), *args.stages]
-    print('$ dvc', ' '.join(cmd[1:]), flush=True)
-    return subprocess.run(cmd, cwd=cfg.root, env=_env_with_this_python()).returncode
+    "Check every stage's params, their values and input files, then run the pipeline with `dvc repro` (what changed)."
+    from mlops_workbench.stages import dvc_repro
+    return dvc_repro(load_config(), *args.stages, force=args.force, dry=args.dry, check=False)
 
 def cmd_stage(args):
-    "Run one stage notebook (this is what dvc.yaml calls)."
+    "Run one stage notebook (this is what dvc.yaml calls) and say how long it took."
     from mlops_workbench.stages import run_stage
+    t0 = time.monotonic()
     out = run_stage(args.stage, progress=not args.no_progress)
-    print(f"wrote {out.relative_to(load_config().root)}"); return 0
+    print(f"stage {args.stage} done in {time.monotonic() - t0:.1f} s: wrote {out.relative_to(load_config().root)}")
+    return 0
 
 def cmd_check(args):
-    "Check every stage's params in params.yaml against its notebook's parameters cell."
-    from mlops_workbench.stages import check_all
-    for stage, params in check_all().items(): print(f"{stage}: {len(params)} params ok")
+    "Check every stage's params, their declared values and input files (and DVC's lock file) without running anything."
+    from mlops_workbench.stages import check_project
+    for stage, params in check_project(load_config()).items(): print(f"{stage}: {len(params)} params ok")
     return 0
 
 # %% ../nbs/90_cli.ipynb #8aeaa435
