@@ -13,7 +13,7 @@ py_versions = '3.10 3.11 3.12'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
-# extras on top of the light core (settings.ini: <name>_requirements); [all] is every one of them (what the repo installs)
+# extras on top of the light core (settings.ini: <name>_requirements); [all]: all of them (what the repo installs)
 extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('pipeline', 'train', 'serve', 'edge')}
 extras['all'] = list(dict.fromkeys(r for reqs in extras.values() for r in reqs))
 min_python = cfg['min_python']

@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add('stage', cmd_stage, 'run one stage notebook with papermill (what dvc.yaml calls)')
     s.add_argument('stage', help='stage name, e.g. prepare, train, evaluate, embed')
     s.add_argument('--no-progress', action='store_true', help='hide the progress bar')
-    add('check', cmd_check, "check params.yaml against every stage notebook, and each stage's dvc.yaml deps against its imports")
+    add('check', cmd_check, "check params.yaml, and each stage's dvc.yaml deps, against the stage notebooks")
     s = add('metrics', cmd_metrics, 'show the latest metrics of every stage')
     s.add_argument('--json', action='store_true', help='print JSON')
     s = add('search', cmd_search, 'find the k examples most similar to an example (Milvus)')
@@ -261,9 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
-EXTRAS = dict(torch='train', ray='train', optuna='train', mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline',
-              papermill='pipeline', dvc='pipeline', jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
-              onnxruntime='edge', cryptography='edge')   # a heavy dependency -> the extra of mlops-workbench that installs it
+# a heavy dependency -> the extra of mlops-workbench that installs it
+EXTRAS = dict(torch='train', ray='train', optuna='train',
+              mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
+              jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
+              onnxruntime='edge', cryptography='edge')
 
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."

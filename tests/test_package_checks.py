@@ -11,7 +11,8 @@ def project_copy(dest):
 
 def test_check_passes_on_the_repo(tmp_path):
     r = sh(['mlwb', 'check'], project_copy(tmp_path))
-    assert 'lack' not in r.stdout and r.stdout.count('deps cover') == len(yaml.safe_load((REPO/'dvc.yaml').read_text())['stages'])
+    stages = yaml.safe_load((REPO/'dvc.yaml').read_text())['stages']
+    assert 'lack' not in r.stdout and r.stdout.count('deps cover') == len(stages), r.stdout
 
 def test_check_names_a_dep_missing_through_an_indirect_import(tmp_path):
     root = project_copy(tmp_path)
@@ -22,6 +23,6 @@ def test_check_names_a_dep_missing_through_an_indirect_import(tmp_path):
     r = sh(['mlwb', 'check'], root, check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     lines = {l.split(':')[0]: l for l in r.stdout.splitlines() if 'dvc.yaml deps' in l}
-    assert lines['train'] == 'train: dvc.yaml deps lack mlops_workbench/registry.py (via tracking -> registry)', lines['train']
-    assert lines['sweep'] == 'sweep: dvc.yaml deps lack mlops_workbench/train.py (via distributed -> train)', lines['sweep']
+    assert lines['train'] == 'train: dvc.yaml deps lack mlops_workbench/registry.py (via tracking -> registry)', lines
+    assert lines['sweep'] == 'sweep: dvc.yaml deps lack mlops_workbench/train.py (via distributed -> train)', lines
     assert 'lack' not in lines['evaluate']

@@ -1,4 +1,4 @@
-"""Small docs defects (issue 14.8): each model card listed once; the quickstart names the pipeline's stages as dvc.yaml has them."""
+"""Small docs defects (issue 14.8): each model card listed once; the quickstart names the stages that dvc.yaml has."""
 import json, re
 import yaml
 from conftest import REPO
@@ -12,6 +12,7 @@ def test_each_model_card_is_collected_once(tmp_path):
 def test_quickstart_names_every_stage():
     stages = list(yaml.safe_load((REPO/'dvc.yaml').read_text())['stages'])
     for nb in ('nbs/tutorials/01_quickstart.ipynb', 'nbs/index.ipynb'):
-        text = ''.join(''.join(c['source']) for c in json.loads((REPO/nb).read_text())['cells'] if c['cell_type'] == 'markdown')
+        cells = json.loads((REPO/nb).read_text())['cells']
+        text = ''.join(''.join(c['source']) for c in cells if c['cell_type'] == 'markdown')
         chains = re.findall(r'`(\w+(?: → \w+)+)`', text)
         assert chains and all(c.split(' → ') == stages for c in chains), (nb, chains, stages)

@@ -12,12 +12,14 @@ def git(root: Path, *args):
 def dvc_owned(root: Path) -> list:
     "dvc.lock and every output, metrics and plots file that a stage of dvc.yaml declares."
     stages = yaml.safe_load((root/'dvc.yaml').read_text())['stages']
-    outs = [o if isinstance(o, str) else next(iter(o)) for s in stages.values() for k in ('outs', 'metrics', 'plots') for o in s.get(k, [])]
+    outs = [o if isinstance(o, str) else next(iter(o))
+            for s in stages.values() for k in ('outs', 'metrics', 'plots') for o in s.get(k, [])]
     return ['dvc.lock', *outs]
 
 def version_commits(root: Path) -> dict:
     "Registered version -> its `mlwb.git_commit` tag, read with MLflow from the copy's store."
-    code = ("import json; from mlops_workbench.config import load_config; from mlops_workbench.tracking import get_client\n"
+    code = ("import json\nfrom mlops_workbench.config import load_config\n"
+            "from mlops_workbench.tracking import get_client\n"
             "cfg = load_config(); vs = get_client(cfg).search_model_versions(f\"name='{cfg.model_name}'\")\n"
             "print(json.dumps({int(v.version): v.tags.get('mlwb.git_commit') for v in vs}))")
     return {int(k): v for k, v in json.loads(py(code, root).stdout.strip().splitlines()[-1]).items()}
@@ -34,7 +36,7 @@ def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
     owned = dvc_owned(root)
     assert changed, 'the pipeline rewrote none of its committed outputs?'
     assert [f for f in changed if not any(f == o or f.startswith(o.rstrip('/') + '/') for o in owned)] == [], changed
-    assert any(f.startswith('reports/model_cards/') for f in changed), changed   # the case of the issue: v1's card rewritten
+    assert any(f.startswith('reports/model_cards/') for f in changed), changed   # the issue's case: v1's card rewritten
     assert version_commits(root) == {1: head(root)}
     # a committed params change retrains: the new version's commit is clean, though v1's card and metrics changed
     set_params(root, train={'epochs': 2})

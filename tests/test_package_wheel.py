@@ -7,18 +7,20 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sh, clean_env
 
-HEAVY = {'torch', 'ray', 'mlflow', 'mlflow-skinny', 'pymilvus', 'milvus-lite', 'dvc', 'papermill', 'optuna', 'onnxruntime', 'ipykernel'}
+HEAVY = {'torch', 'ray', 'mlflow', 'mlflow-skinny', 'pymilvus', 'milvus-lite', 'dvc', 'papermill', 'optuna',
+         'onnxruntime', 'ipykernel'}
 
 @pytest.fixture(scope='module')
 def core(tmp_path_factory) -> Path:
     "A fresh venv holding the wheel with its core dependencies only; returns its bin folder."
     tmp = tmp_path_factory.mktemp('core')
-    sh([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp/'dist'), str(REPO)], tmp)
+    sh([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(tmp/'dist'),
+        str(REPO)], tmp)
     wheel = next((tmp/'dist').glob('mlops_workbench-*.whl'))
     venv.create(tmp/'venv', with_pip=True)
     vbin = tmp/'venv'/'bin'
-    sh([str(vbin/'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-c', str(REPO/'constraints.txt'), str(wheel)],
-       tmp, timeout=1200, env=user_env(vbin))
+    pip = [str(vbin/'python'), '-m', 'pip', 'install', '-q', '--disable-pip-version-check']
+    sh([*pip, '-c', str(REPO/'constraints.txt'), str(wheel)], tmp, timeout=1200, env=user_env(vbin))
     return vbin
 
 def user_env(vbin: Path) -> dict:
@@ -71,4 +73,6 @@ def test_check_runs_on_the_core_inside_a_project(core, tmp_path):
     assert 'train: ' in r.stdout and 'deps cover' in r.stdout and 'lack' not in r.stdout, r.stdout
     # a command that needs a heavy extra names it
     r = sh([str(core/'mlwb'), 'history'], tmp_path, check=False, env=user_env(core))
-    assert r.returncode == 1 and "pip install 'mlops-workbench[pipeline]'" in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert 'mlwb: error: history needs mlflow' in r.stderr, r.stderr
+    assert "pip install 'mlops-workbench[pipeline]'" in r.stderr, r.stderr

@@ -47,7 +47,8 @@ def collect(root:Path=ROOT) -> dict:
 def model_cards(folder:Path) -> list:
     "One file per model card: `vN.md` where it exists (the pipeline writes .md and .html of each), else `vN.html`."
     found = {p.stem: p for p in sorted(folder.glob('*.html'))} | {p.stem: p for p in sorted(folder.glob('*.md'))}
-    return [found[k] for k in sorted(found, key=lambda s: [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)])]
+    def natural(s): return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]   # v2 before v10
+    return [found[k] for k in sorted(found, key=natural)]
 
 # ---- 2. execute (cached) -----------------------------------------------------------------------------------------
 def _digest(*paths) -> str:
