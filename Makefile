@@ -19,7 +19,7 @@ help:
 
 $(VENV)/.installed: settings.ini setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[dev]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+	$(PIP) install -c constraints.txt -e '.[all,dev]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name 'Python (mlops-workbench)' >/dev/null
 	touch $@
 

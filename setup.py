@@ -13,6 +13,9 @@ py_versions = '3.10 3.11 3.12'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+# extras on top of the light core (settings.ini: <name>_requirements); [all]: all of them (what the repo installs)
+extras = {k: shlex.split(cfg.get(f'{k}_requirements', '')) for k in ('pipeline', 'train', 'serve', 'edge')}
+extras['all'] = list(dict.fromkeys(r for reqs in extras.values() for r in reqs))
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 
@@ -28,7 +31,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=['mlops_workbench', 'mlops_workbench.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={**extras, 'dev': dev_requirements},
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -68,7 +68,9 @@ def test_wheel_installs_and_works_without_notebooks(tmp_path):
     wheel = next(dist.glob('mlops_workbench-*.whl'))
     venv.create(tmp_path/'venv', with_pip=True)
     vpy = tmp_path/'venv'/'bin'/'python'
-    sh([str(vpy), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-c', str(REPO/'constraints.txt'), str(wheel)], tmp_path, timeout=1200)
+    user = {k: v for k, v in clean_env(PATH=f"{tmp_path/'venv'/'bin'}:/usr/bin:/bin").items() if k != 'PYTHONPATH'}   # not a checkout's code
+    sh([str(vpy), '-m', 'pip', 'install', '-q', '--disable-pip-version-check', '-c', str(REPO/'constraints.txt'), f'{wheel}[pipeline,train]'],
+       tmp_path, timeout=1200, env=user)
     work = tmp_path/'elsewhere'; work.mkdir()     # no nbs/, no params.yaml, no repo
     code = r"""
 import sys, numpy as np, mlops_workbench
@@ -78,7 +80,7 @@ from mlops_workbench.data import ingest, Schema, split_dataset, to_arrays
 from mlops_workbench.train import seed_everything, build_model, train_model, embed
 from mlops_workbench.tracking import stage_run, log_metrics, log_torch_model, load_torch_model
 from mlops_workbench import vectors
-cfg = load_config()
+cfg = load_config('.')     # no project here: the root is named explicitly (load_config() alone refuses)
 clean, rej, schema = ingest('digits', Schema())
 splits = split_dataset(clean, seed=0); meta = dict(classes=list(range(10)), features=schema.features)
 (X, y), (Xv, yv) = to_arrays(splits['train'], meta), to_arrays(splits['val'], meta)
@@ -91,6 +93,6 @@ E = embed(back, X)
 vectors.insert_embeddings(cl, 'c', E, dict(id=splits['train']['id'], label=splits['train']['label'], split='train', prediction=0, model_version=1, run_id=rid, data_fingerprint='fp'), progress=False)
 print(vectors.search(cl, 'c', E[:1], 1)[0][0]['id'] == str(splits['train']['id'][0]), h[-1]['val_accuracy'] > 0.5)
 """
-    r = sh([str(vpy), '-c', code], work, env=clean_env(PATH=f"{tmp_path/'venv'/'bin'}:/usr/bin:/bin"))
+    r = sh([str(vpy), '-c', code], work, env=user)
     assert r.stdout.split()[-2:] == ['True', 'True'], r.stdout
     assert sh([str(tmp_path/'venv'/'bin'/'mlwb'), '--help'], work).returncode == 0

@@ -42,7 +42,13 @@ def collect(root:Path=ROOT) -> dict:
         reference=sorted(p for p in nbs.glob('*.ipynb') if _re_prefix.match(p.name)),
         tutorials=sorted((nbs/'tutorials').glob('*.ipynb')),
         reports=sorted(rep.glob('*.ipynb')),
-        cards=sorted([*(rep/'model_cards').glob('*.md'), *(rep/'model_cards').glob('*.html')]))
+        cards=model_cards(rep/'model_cards'))
+
+def model_cards(folder:Path) -> list:
+    "One file per model card: `vN.md` where it exists (the pipeline writes .md and .html of each), else `vN.html`."
+    found = {p.stem: p for p in sorted(folder.glob('*.html'))} | {p.stem: p for p in sorted(folder.glob('*.md'))}
+    def natural(s): return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]   # v2 before v10
+    return [found[k] for k in sorted(found, key=natural)]
 
 # ---- 2. execute (cached) -----------------------------------------------------------------------------------------
 def _digest(*paths) -> str:

@@ -1,0 +1,54 @@
+"""Lineage after a fresh clone's first run: the pipeline rewrites only files that DVC owns, and a model version's
+commit tag reads `-dirty` only when code or params differ from the commit (issue 14.5)."""
+import json
+from pathlib import Path
+import yaml
+from conftest import REPO, SMALL, sh, py, set_params, copy_repo
+import build_docs
+
+def git(root: Path, *args):
+    return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
+
+def dvc_owned(root: Path) -> list:
+    "dvc.lock and every output, metrics and plots file that a stage of dvc.yaml declares."
+    stages = yaml.safe_load((root/'dvc.yaml').read_text())['stages']
+    outs = [o if isinstance(o, str) else next(iter(o))
+            for s in stages.values() for k in ('outs', 'metrics', 'plots') for o in s.get(k, [])]
+    return ['dvc.lock', *outs]
+
+def version_commits(root: Path) -> dict:
+    "Registered version -> its `mlwb.git_commit` tag, read with MLflow from the copy's store."
+    code = ("import json\nfrom mlops_workbench.config import load_config\n"
+            "from mlops_workbench.tracking import get_client\n"
+            "cfg = load_config(); vs = get_client(cfg).search_model_versions(f\"name='{cfg.model_name}'\")\n"
+            "print(json.dumps({int(v.version): v.tags.get('mlwb.git_commit') for v in vs}))")
+    return {int(k): v for k, v in json.loads(py(code, root).stdout.strip().splitlines()[-1]).items()}
+
+def head(root: Path) -> str:
+    return git(root, 'rev-parse', 'HEAD').stdout.strip()
+
+def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
+    root = build_docs.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
+    set_params(root, **SMALL)
+    git(root, 'commit', '-qm', 'small params', 'params.yaml')
+    sh(['dvc', 'repro'], root, timeout=3000)
+    changed = [l[3:] for l in git(root, 'status', '--porcelain', '--untracked-files=all').stdout.splitlines()]
+    owned = dvc_owned(root)
+    assert changed, 'the pipeline rewrote none of its committed outputs?'
+    assert [f for f in changed if not any(f == o or f.startswith(o.rstrip('/') + '/') for o in owned)] == [], changed
+    assert any(f.startswith('reports/model_cards/') for f in changed), changed   # the issue's case: v1's card rewritten
+    assert version_commits(root) == {1: head(root)}
+    # a committed params change retrains: the new version's commit is clean, though v1's card and metrics changed
+    set_params(root, train={'epochs': 2})
+    git(root, 'commit', '-qm', 'two epochs', 'params.yaml')
+    sh(['mlwb', 'stage', 'train'], root, timeout=1200)
+    assert version_commits(root)[2] == head(root)
+    # an edited library notebook is a change of code: the next version says so
+    nb_path = root/'nbs'/'02_train.ipynb'
+    nb = json.loads(nb_path.read_text())
+    nb['cells'].append({'cell_type': 'markdown', 'id': 'c0ffee00', 'metadata': {}, 'source': ['A note.']})
+    nb_path.write_text(json.dumps(nb, indent=1))
+    set_params(root, train={'epochs': 4})
+    git(root, 'commit', '-qm', 'four epochs', 'params.yaml')
+    sh(['mlwb', 'stage', 'train'], root, timeout=1200)
+    assert version_commits(root)[3] == head(root) + '-dirty'
