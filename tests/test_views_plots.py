@@ -146,3 +146,15 @@ def test_metrics_diff_names_only_headline_changes(project, tmp_path):
     diff = json.loads(r.stdout or '{}')
     keys = {k for f in diff.values() for k in f}
     assert keys and not [k for k in keys if k.startswith('per_class') or k in ('run_id', 'fingerprint', 'evidence')]
+
+
+def test_setup_makes_plain_dvc_plots_show_offline(scratch, vendored):
+    "`make install` runs `tools/plots.py --setup`: afterwards a plain `dvc plots show` writes the offline page too."
+    r = sh([sys.executable, 'tools/plots.py', '--setup', '--vendor', str(vendored)], scratch)
+    assert 'offline' in r.stderr, r.stderr
+    assert (scratch/'.dvc'/'config.local').exists() and '.dvc' not in sh(['git', 'status', '--porcelain'], scratch).stdout
+    (scratch/'plots').mkdir(exist_ok=True)
+    (scratch/'plots'/'train_history.csv').write_text('epoch,train_loss,val_loss,train_accuracy,val_accuracy\n1,1,1,0.5,0.5\n')
+    sh(['dvc', 'plots', 'show', '-o', 'out'], scratch)
+    html = (scratch/'out'/'index.html').read_text(encoding='utf-8')
+    assert '/* vega@5.20.2 */' in html and 'cdn.jsdelivr.net' not in html and '<script src=' not in html
