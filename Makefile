@@ -26,7 +26,7 @@ help:
 $(VENV)/.installed: settings.ini setup.py constraints.txt
 	@echo "==> install 1/5: virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "==> install 2/5: pinned packages (about 250; minutes on a fresh machine, one line per package)"
+	@echo "==> install 2/5: pinned packages (about 290; minutes on a fresh machine, one line per package)"
 	set -o pipefail; $(PIP) install --progress-bar off -c constraints.txt -e '.[dev]' $(PIP_QUIET_ERR) $(PIP_PROGRESS)
 	@# jsonschema imports rfc3987-syntax (pulled in by JupyterLab's jupyter-events) if present, which builds a Lark
 	@# grammar at import: +3 s measured on every papermill/nbclient start here. jsonschema works without it.
