@@ -86,6 +86,7 @@ def test_lab_serves_the_project_kernel_on_loopback_with_a_token(lab):
     assert specs['kernelspecs'][KERNEL]['spec']['display_name'] == 'Python (mlops-workbench)'
     assert api(base, '/api/kernelspecs', None)[0] in (401, 403)          # no token, no API
     assert api(base, '/api/kernelspecs', 'wrong')[0] in (401, 403)
+    assert token not in ' '.join(psutil.Process(proc.pid).cmdline())   # the token travels in the environment only
     # listening on loopback only (the server and nothing else of its group on another address)
     addrs = {c.laddr.ip for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
              for c in p.net_connections('inet') if c.status == psutil.CONN_LISTEN}

@@ -35,7 +35,7 @@ def main(argv=None):
     a, extra = p.parse_known_args(argv)
     check_kernel()
     env = dict(os.environ)
-    env.setdefault('JUPYTER_TOKEN', secrets.token_urlsafe(24))
+    if not env.get('JUPYTER_TOKEN'): env['JUPYTER_TOKEN'] = secrets.token_urlsafe(24)   # empty would mean no auth
     print(f"lab: http://127.0.0.1:{a.port}/lab/tree/nbs (open the URL with the token printed below; Ctrl-C stops it)",
           file=sys.stderr, flush=True)
     cmd = lab_command(a.port, ROOT, extra)
