@@ -107,7 +107,8 @@ return {cells: document.querySelectorAll('.jp-NotebookPanel .jp-Cell').length,
   kernel: (q('.jp-NotebookPanel .jp-KernelName') || q('.jp-NotebookPanel [data-jp-item-name="kernelName"]') || {})
           .textContent || '',
   status: indicator ? indicator.getAttribute('data-status') : '',
-  files: Array.from(document.querySelectorAll('.jp-DirListing-itemName')).map(e => e.textContent.trim())}"""
+  files: Array.from(document.querySelectorAll('.jp-DirListing-itemName')).map(e => e.textContent.trim()),
+  text: document.body.innerText}"""
 
 
 def test_lab_opens_a_notebook_in_the_browser(lab):
@@ -127,5 +128,6 @@ def test_lab_opens_a_notebook_in_the_browser(lab):
     assert 'mlops-workbench' in state['kernel'], state
     assert state['status'] == 'idle', state   # the kernel started and answered
     assert '00_config.ipynb' in state['files'] and 'stages' in state['files'], state   # the file browser is in nbs/
+    assert 'Jupyter news' not in state['text']   # no prompt to fetch news from the internet
     status, sessions = api(base, '/api/sessions', token)
     assert [s['kernel']['name'] for s in sessions if s['path'].endswith('00_config.ipynb')] == [KERNEL]

@@ -17,6 +17,7 @@ def lab_command(port: int, root: Path = ROOT, extra: list | tuple = ()) -> list:
     return [sys.executable, '-m', 'jupyterlab', '--ServerApp.ip=127.0.0.1', f'--ServerApp.port={port}',
             '--ServerApp.port_retries=0', f'--ServerApp.root_dir={root}', '--LabApp.default_url=/lab/tree/nbs',
             f'--MappingKernelManager.default_kernel_name={KERNEL}',
+            f"--LabApp.app_settings_dir={root/'tools'/'jupyterlab'}",   # overrides.json: no news prompt or update check
             *(['--allow-root'] if os.geteuid() == 0 else []),   # containers and CI run as root (refused without it)
             *extra]
 
