@@ -131,3 +131,21 @@ def test_lab_opens_a_notebook_in_the_browser(lab):
     assert 'Jupyter news' not in state['text']   # no prompt to fetch news from the internet
     status, sessions = api(base, '/api/sessions', token)
     assert [s['kernel']['name'] for s in sessions if s['path'].endswith('00_config.ipynb')] == [KERNEL]
+
+
+def test_a_notebook_saved_from_lab_stays_nbdev_clean(lab):
+    "Lab adds kernel metadata and execution counts; the save hook runs nbdev_clean, so git sees no change."
+    base, token, proc, root = lab
+    status, model = api(base, '/api/contents/nbs/00_config.ipynb?content=1', token)
+    assert status == 200
+    nb = model['content']
+    nb['metadata']['language_info'] = {'name': 'python', 'version': '3.11.7'}
+    code = [c for c in nb['cells'] if c['cell_type'] == 'code']
+    code[0]['execution_count'] = 7
+    code[0]['metadata']['execution'] = {'iopub.status.busy': '2026-11-22T00:00:00Z'}
+    saved = dict(type='notebook', format='json', content=nb)
+    status, _ = api(base, '/api/contents/nbs/00_config.ipynb', token, 'PUT', saved)
+    assert status == 200
+    diff = subprocess.run(['git', 'diff', '--stat', '--', 'nbs/00_config.ipynb'], cwd=root, capture_output=True,
+                          text=True)
+    assert diff.stdout == '', diff.stdout

@@ -1,6 +1,7 @@
 """JupyterLab on this project (`make lab`): bound to 127.0.0.1, protected by a token, the project kernel
 (`mlops-workbench`, installed by `make install`) the default for new and kernel-less notebooks, the file browser opened
-in nbs/ (the rest of the repo, reports/ included, one level up).
+in nbs/ (the rest of the repo, reports/ included, one level up); a notebook saved from Lab is cleaned by nbdev on
+save (settings.ini `jupyter_hooks`), so the repo stays in sync for `make test`'s export/clean check.
 
 The token is JUPYTER_TOKEN when set, else a fresh random one; it reaches Jupyter through the environment (never the
 command line, which other users of the machine can read) and Jupyter prints it in the URL to open.
@@ -18,6 +19,7 @@ def lab_command(port: int, root: Path = ROOT, extra: list | tuple = ()) -> list:
             '--ServerApp.port_retries=0', f'--ServerApp.root_dir={root}', '--LabApp.default_url=/lab/tree/nbs',
             f'--MappingKernelManager.default_kernel_name={KERNEL}',
             f"--LabApp.app_settings_dir={root/'tools'/'jupyterlab'}",   # overrides.json: no news prompt or update check
+            '--ContentsManager.pre_save_hook=nbdev.clean.clean_jupyter',   # saves are nbdev-clean (jupyter_hooks)
             *(['--allow-root'] if os.geteuid() == 0 else []),   # containers and CI run as root (refused without it)
             *extra]
 
