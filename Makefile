@@ -4,23 +4,38 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
-# quieter pip: the machine's extra indexes print a warning per package
-PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+# pip's output as progress: one line per package with the elapsed time, its noise (the machine's extra indexes warn
+# once per package; "Requirement already satisfied" on a re-run) filtered or counted: tools/pip_progress.py
+PIP_QUIET_ERR := 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+PIP_PROGRESS := | $(BIN)/python tools/pip_progress.py
 KERNEL := mlops-workbench
+LAB_PORT ?= 8888
 
-.PHONY: install run test test-nbs test-py check-sync export lock bench clean-state help
+.PHONY: install run test test-nbs test-py check-sync export lock bench clean-state help lab plots
 help:
 	@echo "make run    - install (pinned, into $(VENV)) and run the pipeline (dvc repro)"
 	@echo "make test   - library notebooks, export/clean sync check, pytest"
+	@echo "make lab    - JupyterLab on 127.0.0.1:$(LAB_PORT) with a token, the project kernel, opened in nbs/"
+	@echo "make plots  - DVC's plots page (dvc_plots/index.html), offline: Vega vendored from npm, no CDN"
 	@echo "make docs   - build the docs site into _site/ (notebooks, tutorials, reports, model cards; no Quarto, offline)"
 	@echo "make export - nbdev_clean + nbdev_export + README.md from nbs/index.ipynb"
 	@echo "make bench  - stage timings and stage-machinery overhead (bench/README.md)"
 	@echo "make lock   - refresh constraints.txt from the current environment"
 
 $(VENV)/.installed: settings.ini setup.py constraints.txt
+	@echo "==> install 1/5: virtual environment $(VENV)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -c constraints.txt -e '.[all,dev]' 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+	@echo "==> install 2/5: pinned packages (about 290; minutes on a fresh machine, one line per package)"
+	set -o pipefail; $(PIP) install --progress-bar off -c constraints.txt -e '.[all,dev]' $(PIP_QUIET_ERR) $(PIP_PROGRESS)
+	@# jsonschema imports rfc3987-syntax (pulled in by JupyterLab's jupyter-events) if present, which builds a Lark
+	@# grammar at import: +3 s measured on every papermill/nbclient start here. jsonschema works without it.
+	@echo "==> install 3/5: drop rfc3987-syntax (slows every notebook start by seconds)"
+	$(PIP) uninstall -y -q rfc3987-syntax 2>/dev/null || true
+	@echo "==> install 4/5: Jupyter kernel '$(KERNEL)'"
 	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name 'Python (mlops-workbench)' >/dev/null
+	@echo "==> install 5/5: Vega for the offline plots page (npm; optional)"
+	$(BIN)/python tools/plots.py --setup || echo "plots: not set up (above): 'make plots' retries it"
 	touch $@
 
 install: $(VENV)/.installed
@@ -46,6 +61,15 @@ test-py: install
 docs: install
 	$(BIN)/python tools/build_docs.py $(DOCS_ARGS)
 	@echo "open _site/index.html, or: $(BIN)/python -m http.server -d _site -b 127.0.0.1 8000"
+
+# JupyterLab: loopback only, a token (printed in the URL; JUPYTER_TOKEN to choose it), the project kernel by default,
+# the file browser opened in nbs/. LAB_PORT=... to move it; extra options: make lab LAB_ARGS='--no-browser'
+lab: install
+	$(BIN)/python tools/lab.py --port $(LAB_PORT) $(LAB_ARGS)
+
+# DVC's plots page offline (tools/plots.py): dvc_plots/index.html with Vega inlined
+plots: install
+	$(BIN)/python tools/plots.py
 
 # Debian's chromium + chromium-driver for the docs browser test (tests/test_docs.py)
 browser:

@@ -129,13 +129,23 @@ def executed(files:dict, root:Path, cache:Path, tutorials:str, executed_dir:Path
         key = _digest(src, *_pipeline_sources(root)); dest = cache/'tutorials'/f'{src.stem}.{key}.ipynb'
         out[src] = dest
         if not dest.exists(): jobs[src] = (_run_tutorial_in_copy, src, dest, root)
+    ready = len(out) - len(jobs)
+    log(f"1/4 execute: {len(jobs)} notebook(s) to run, {workers} at a time"
+        + (f"; {ready} ready (cached or given)" if ready else ''))
     if jobs:
-        log(f"executing {len(jobs)} notebook(s): {', '.join(p.name for p in jobs)}")
+        t0 = time.monotonic()
         with cf.ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = {ex.submit(*job): src for src, job in jobs.items()}
-            for f in cf.as_completed(futs): f.result(); log(f"  executed {futs[f].relative_to(root)}")
+            futs = {ex.submit(_timed, *job): src for src, job in jobs.items()}
+            for i, f in enumerate(cf.as_completed(futs), 1):
+                secs, total = f.result(), time.monotonic() - t0
+                log(f"  [{i}/{len(jobs)}] executed {futs[f].relative_to(root)} in {secs:.0f} s ({total:.0f} s so far)")
     for src in files['reports']: out[src] = src
     return out
+
+def _timed(fn, src:Path, *args) -> float:
+    "Run one execution job in a worker, saying when it starts; its seconds."
+    log(f"  running {src.parent.name}/{src.name} ...")
+    t0 = time.monotonic(); fn(src, *args); return time.monotonic() - t0
 
 # ---- 3. nbdev's processing ---------------------------------------------------------------------------------------
 def _sync(src:Path, dest:Path):
@@ -349,11 +359,16 @@ def build(out:Path=ROOT/'_site', root:Path=ROOT, tutorials:str='execute', execut
     t0 = time.monotonic(); work = root/'_build'/'docs'; cfg = settings(root)
     files = collect(root)
     shown = executed(files, root, work/'exec', tutorials, executed_dir, workers)
+    t1 = time.monotonic(); log(f"2/4 process: {len(shown)} notebooks through nbdev's docs processors")
     procd = process(shown, files, root, work/'stage', workers)
+    log(f"  processed in {time.monotonic() - t1:.0f} s")
+    log(f"3/4 convert: {len(procd)} notebooks and {len(files['cards'])} model card file(s) to Sphinx pages")
     pages = write_sources(files, procd, shown, work/'src', cfg, root)
     tmp = work/'html'   # myst-nb writes its jupyter_execute/ beside the Sphinx output folder: keep both under _build/
     if tmp.exists(): shutil.rmtree(tmp)
+    t1 = time.monotonic(); log(f"4/4 render: {len(pages)} pages with Sphinx + myst-nb")
     warnings = render(work/'src', tmp, work/'doctrees', workers)
+    log(f"  rendered in {time.monotonic() - t1:.0f} s")
     (tmp/'.nojekyll').touch()
     if out.exists(): shutil.rmtree(out)
     out.parent.mkdir(parents=True, exist_ok=True); shutil.move(str(tmp), str(out))

@@ -9,6 +9,7 @@ if ! command -v apt-get >/dev/null; then
     echo "install_browser.sh: no apt-get here: install chromium and its chromedriver (same version) by hand, then re-run" >&2; exit 1
 fi
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "browser: installing Debian's chromium and chromium-driver with apt-get (about a minute, quiet until done)"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
