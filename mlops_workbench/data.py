@@ -69,6 +69,8 @@ def sniff_file(path:str|Path, # file name for messages
     nul = head.find(b'\x00')
     if kind == 'csv' and nul >= 0:
         raise DataFileError(f"{path}: binary data (NUL byte at offset {nul}), not CSV text; export it as CSV (UTF-8)")
+    if kind == 'parquet' and head and not head.startswith(b'PAR1') and nul < 0:
+        raise DataFileError(f"{path}: not a readable Parquet file: it is text, not Parquet (no PAR1 magic); name it .csv")
 
 # %% ../nbs/01_data.ipynb #37d43d08
 def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
@@ -510,6 +512,8 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
                  ) -> Ingested:
     "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
     import pyarrow as pa
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows!r} must be a whole number of rows, at least 1")
     if source == 'digits':
         df, schema, name = load_digits_frame(), digits_schema(), 'digits'
         feats = check_columns(df, schema, name)
