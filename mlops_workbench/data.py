@@ -493,6 +493,7 @@ class Ingested:
     n_rejected: int # rows rejected
     schema: Schema # the schema used
     quarantine: Path|None = None # the quarantine file written
+    positions: dict|None = None # split name -> row positions of `clean`, when a split was asked for
 
 def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
     "A classifier needs at least two classes among the valid rows."
@@ -509,6 +510,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
                   chunk_rows:int=100_000, # rows read and validated at a time
                   quarantine:str|Path|None=None, # folder for `rejected.csv` (written as rows are rejected); None: keep all in memory
                   keep:int=100, # rejected rows to return when they go to a quarantine file
+                  split:dict|None=None, # `split_positions` arguments (test_size, val_size, seed): split before the quarantine is committed
                  ) -> Ingested:
     "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
     import pyarrow as pa
@@ -536,8 +538,9 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
             raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
         clean = v.result()
         _check_classes(clean, schema, name)
+        if split is not None: pos.update(split_positions(clean['label'].to_numpy(), clean['id'].to_numpy(), **split))
         return clean
-    header = ['_file', '_row', '_column', '_reason'] + cols
+    header, pos = ['_file', '_row', '_column', '_reason'] + cols, {}
     if quarantine is None: qfile, clean = None, run(None)
     else:
         qfile = Path(quarantine)/'rejected.csv'
@@ -546,7 +549,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
             clean = run(f)
     rejected = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame(columns=header)
     if quarantine is not None: rejected = rejected.head(keep)
-    return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile)
+    return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile, pos if split is not None else None)
 
 def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
            schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
@@ -573,11 +576,17 @@ def split_positions(labels:np.ndarray, # the label of each clean row
     if not (0 < test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
         raise ValueError(f"test_size={test_size} and val_size={val_size} must be fractions that sum to less than 1")
     counts = pd.Series(labels).value_counts()
-    if counts.min() < 3: raise ValueError(f"label {counts.idxmin()!r} has only {counts.min()} row(s); a stratified split needs at least 3 per label")
-    rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
-    if val_size:
-        train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest], random_state=seed)
-    else: train, val = rest, rest[:0]
+    if counts.min() < 3:
+        raise ValueError(f"label {label_key(counts.idxmin())!r} has only {counts.min()} row(s); "
+                         "a stratified split needs at least 3 per label")
+    try:
+        rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+        if val_size:
+            train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest], random_state=seed)
+        else: train, val = rest, rest[:0]
+    except ValueError as e:
+        raise ValueError(f"cannot split {len(labels)} rows of {len(counts)} classes with test_size={test_size}, "
+                         f"val_size={val_size}: {e}") from None
     return {k: v[np.argsort(ids[v], kind='stable')] for k, v in zip(SPLITS, (train, val, test))}
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column

@@ -61,7 +61,7 @@ def test_stage_in_chunks_equals_the_whole_file_in_memory(scratch):
     m = json.loads((scratch/'metrics'/'prepare.json').read_text())
     assert (m['rows'], m['valid'], m['rejected']) == (len(df), len(df) - 7, 7)
 
-@pytest.mark.parametrize('case', ['extra column', 'gzip', 'one class'])
+@pytest.mark.parametrize('case', ['extra column', 'gzip', 'one class', 'tiny class'])
 def test_refused_file_names_file_and_field_and_leaves_earlier_results(scratch, case):
     raw = scratch/'data'/'raw'
     raw.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,9 @@ def test_refused_file_names_file_and_field_and_leaves_earlier_results(scratch, c
     elif case == 'gzip':
         (raw/'bad.csv').write_bytes(gzip.compress(df.to_csv(index=False).encode()))
         msg = 'data/raw/bad.csv: file is gzip-compressed, not CSV text'
+    elif case == 'tiny class':   # valid rows, but one digit only twice: no stratified split, checked before the quarantine moves
+        pd.concat([df[df['label'] != '7'], df[df['label'] == '7'].head(2)]).to_csv(raw/'bad.csv', index=False)
+        msg = "label '7' has only 2 row(s); a stratified split needs at least 3 per label"
     else:
         df[df['label'] == '7'].to_csv(raw/'bad.csv', index=False)
         msg = "data/raw/bad.csv: field 'label': 1 class(es) [7] in 179 valid rows; a classifier needs at least 2"
