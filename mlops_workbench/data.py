@@ -109,18 +109,19 @@ def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
 # %% ../nbs/01_data.ipynb #9f483c16
 CSV_SUFFIXES, PARQUET_SUFFIXES = ('.csv', '.tsv', '.txt'), ('.parquet', '.pq')
 
-def _check_path(path:Path) -> str:
+def _check_path(path:Path, shown:str|Path|None=None) -> str:
     "The kind of a data file ('csv' or 'parquet'), or `DataFileError` when it cannot be one."
-    if not path.exists(): raise DataFileError(f"{path}: file not found")
-    if path.is_dir(): raise DataFileError(f"{path}: is a folder, expected a .csv or .parquet file")
+    shown = shown or path
+    if not path.exists(): raise DataFileError(f"{shown}: file not found")
+    if path.is_dir(): raise DataFileError(f"{shown}: is a folder, expected a .csv or .parquet file")
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        raise DataFileError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if path.stat().st_size == 0: raise DataFileError(f"{path}: file is empty")
+        raise DataFileError(f"{shown}: unsupported file type '{suffix}' (use .csv or .parquet)")
+    if path.stat().st_size == 0: raise DataFileError(f"{shown}: file is empty")
     with open(path, 'rb') as f: head = f.read(65536)
     kind = 'csv' if suffix in CSV_SUFFIXES else 'parquet'
-    sniff_file(path, head, kind)
-    if kind == 'csv' and not head.strip(): raise DataFileError(f"{path}: file is empty")
+    sniff_file(shown, head, kind)
+    if kind == 'csv' and not head.strip(): raise DataFileError(f"{shown}: file is empty")
     return kind
 
 def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileError:
@@ -128,27 +129,29 @@ def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileErro
     return DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {offset}); "
                          "re-save the file as UTF-8")
 
-def _csv_header(path:Path, delimiter:str) -> tuple: # (column names, byte offset of the data, lines before the data)
+def _csv_header(path:Path, delimiter:str, shown:str|Path|None=None) -> tuple: # (column names, byte offset of the data, lines before the data)
     "Read and check the header line of a CSV file (after blank lines and a UTF-8 byte-order mark)."
+    shown = shown or path
     with open(path, 'rb') as f:
         lineno = 0
         while True:
             line = f.readline()
             lineno += 1
-            if not line: raise DataFileError(f"{path}: file is empty")
+            if not line: raise DataFileError(f"{shown}: file is empty")
             if line.strip() and line.strip() != codecs.BOM_UTF8: break
         offset = f.tell()
     raw = line[3:] if line.startswith(codecs.BOM_UTF8) else line
     try: text = raw.decode('utf-8')
-    except UnicodeDecodeError as e: raise _not_utf8(path, raw, e.start, offset - len(raw) + e.start, lineno) from None
+    except UnicodeDecodeError as e: raise _not_utf8(shown, raw, e.start, offset - len(raw) + e.start, lineno) from None
     header = next(csv.reader([text.rstrip('\r\n')], delimiter=delimiter), [])
     names = [c.strip() or f'Unnamed: {i}' for i, c in enumerate(header)]
     dup = sorted({c for c in names if names.count(c) > 1})
-    if dup: raise DataFileError(f"{path}: duplicate column name(s) {dup}")
+    if dup: raise DataFileError(f"{shown}: duplicate column name(s) {dup}")
     return names, offset, lineno
 
-def _find_bad_utf8(path:Path, offset:int, lines:int, block:int=1 << 20):
+def _find_bad_utf8(path:Path, offset:int, lines:int, shown:str|Path|None=None, block:int=1 << 20):
     "Raise `DataFileError` naming the line and offset of the first byte after `offset` that is not UTF-8."
+    shown = shown or path
     dec, line, pos = codecs.getincrementaldecoder('utf-8')(), lines + 1, offset
     with open(path, 'rb') as f:
         f.seek(offset)
@@ -158,7 +161,7 @@ def _find_bad_utf8(path:Path, offset:int, lines:int, block:int=1 << 20):
             try: dec.decode(data, final=not data)
             except UnicodeDecodeError as e:
                 start = max(e.start - len(pending), 0)
-                raise _not_utf8(path, pending + data, e.start, pos - len(pending) + e.start,
+                raise _not_utf8(shown, pending + data, e.start, pos - len(pending) + e.start,
                                 line + data[:start].count(b'\n')) from None
             if not data: return
             pos += len(data)
@@ -181,28 +184,30 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                 schema:Schema, # expected columns
                 delimiter:str=',', # CSV field delimiter
                 chunk_rows:int=100_000, # rows per chunk (about, for CSV): bounds the memory of a read
+                name:str|None=None, # the file's name in messages (default: `path`)
                ) -> tuple: # (feature columns, used columns, row-count estimate, iterator of Arrow record batches)
     "Check a data file's kind and header, and stream its used columns in chunks, as text for CSV."
+    shown = name or path
     import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
     path = Path(path)
     if chunk_rows < 1: raise ValueError(f"chunk_rows={chunk_rows} must be at least 1")
-    kind = _check_path(path)
+    kind = _check_path(path, shown)
     if kind == 'parquet':
         try: pf = pq.ParquetFile(path)
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else ''
-            raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {first})") from None
+            raise DataFileError(f"{shown}: not a readable Parquet file ({type(e).__name__}: {first})") from None
         names = [n for n in pf.schema_arrow.names if not n.startswith('__index_level_')]
-        feats = check_columns(names, schema, path, delimiter)
+        feats = check_columns(names, schema, shown, delimiter)
         used = _used_columns(names, feats, schema)
         def batches():
             try: yield from pf.iter_batches(batch_size=chunk_rows, columns=used)
             except (OSError, pa.ArrowException) as e:
-                raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+                raise DataFileError(f"{shown}: not a readable Parquet file ({type(e).__name__}: {e})") from None
             finally: pf.close()
         return feats, used, pf.metadata.num_rows, batches()
-    names, offset, lines = _csv_header(path, delimiter)
-    feats = check_columns(names, schema, path, delimiter)
+    names, offset, lines = _csv_header(path, delimiter, shown)
+    feats = check_columns(names, schema, shown, delimiter)
     used = _used_columns(names, feats, schema)
     with open(path, 'rb') as f:
         f.seek(offset)
@@ -226,14 +231,14 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
             yield from rd
         except pa.ArrowInvalid as e:
             if str(e).startswith('Empty CSV file'): return   # a header and no data rows
-            if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines)
+            if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines, shown)
             if bad_rows:
                 r = bad_rows[0]
                 msg = (f"{_line_of(path, r.text, lines)} has {r.actual_columns} fields, the header "
                        f"{r.expected_columns}: {r.text[:60]!r}")
             elif 'straddling' in str(e): msg = f"a row is longer than the read block ({block} bytes); raise chunk_rows"
             else: msg = str(e).splitlines()[0]
-            raise DataFileError(f"{path}: malformed CSV: {msg}") from None
+            raise DataFileError(f"{shown}: malformed CSV: {msg}") from None
         finally: src.close()
     return feats, used, estimate, batches()
 
@@ -524,7 +529,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
     else:
         path = Path(source) if Path(source).is_absolute() else Path(root)/source
         name = source
-        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows)
+        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows, name)
     v = RowValidator(schema, feats, name, int(est * 1.2) + 1024)
     shown = []
     def run(out):
