@@ -3,10 +3,12 @@
 For each size it writes a digits-like CSV into a temporary folder (the 1,797 digits rows repeated with fresh ids, as
 integer pixel text, with one bad cell every 10,000 rows so that validation and the quarantine have work), then runs the
 prepare stage's library calls in a fresh Python process and measures the wall time, MB/s of CSV and the peak RSS of
-that process tree (sampled every 20 ms, and the process's own ru_maxrss), and the CPU time of the work (MB per CPU-second
-is what a quiet core would give; on the shared 2-core machine wall-clock MB/s depends on the load, recorded per run):
+that process tree (sampled every 20 ms, and the process's own ru_maxrss), and the CPU time of the work (MB per
+CPU-second is what a quiet core would give; on the shared 2-core machine wall-clock MB/s depends on the load,
+recorded per run):
 
-  new       ingest_stream (chunks of prepare.chunk_rows, rejects streamed to the quarantine) -> split_positions -> save_split
+  new       ingest_stream (chunks of prepare.chunk_rows, rejects streamed to the quarantine) -> split_positions
+            -> save_split
   baseline  the landed in-memory path (mlops_workbench/data.py at BASELINE_COMMIT): read_table -> validate_rows ->
             split_dataset -> save_prepared -> write_quarantine
 
@@ -53,7 +55,9 @@ def cpu():
 mode, src, out, chunk_rows = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 if mode == 'baseline':
     import importlib.util
-    spec = importlib.util.spec_from_file_location('old_data', sys.argv[5]); m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    spec = importlib.util.spec_from_file_location('old_data', sys.argv[5])
+    m = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(m)
     schema = m.Schema(min_value=0, max_value=16, labels=list(range(10)), image_shape=[8, 8])
     t1, c1 = time.perf_counter(), cpu()
     clean, rej, schema = m.ingest(str(src), schema, '/', ',', 0.1)
@@ -73,8 +77,10 @@ else:
 t2, c2 = time.perf_counter(), cpu()
 mem = int(clean.memory_usage(index=False, deep=True).sum())
 disk = sum(p.stat().st_size for p in (out/'prepared').glob('*.parquet'))
-print(json.dumps(dict(work_s=t2 - t1, work_cpu_s=c2 - c1, import_s=t1 - t0, rows=n_rows, rejected=n_rej, fingerprint=meta['fingerprint'],
-                      prepared_mem_bytes=mem, prepared_disk_bytes=disk, maxrss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
+maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(dict(work_s=t2 - t1, work_cpu_s=c2 - c1, import_s=t1 - t0, rows=n_rows, rejected=n_rej,
+                      fingerprint=meta['fingerprint'], prepared_mem_bytes=mem, prepared_disk_bytes=disk,
+                      maxrss_bytes=maxrss)))
 '''
 
 def run_child(mode, src, out, chunk_rows, old_module, timeout) -> dict:
@@ -99,7 +105,8 @@ def run_child(mode, src, out, chunk_rows, old_module, timeout) -> dict:
     r = json.loads(out_s.strip().splitlines()[-1])
     q = (Path(out)/'quarantine'/'rejected.csv').read_bytes()
     import hashlib
-    return dict(r, wall_s=wall, load_avg_1min=[load0, os.getloadavg()[0]], peak_rss_bytes=max(peak, r['maxrss_bytes']), quarantine_sha=hashlib.sha256(q).hexdigest())
+    return dict(r, wall_s=wall, load_avg_1min=[load0, os.getloadavg()[0]], peak_rss_bytes=max(peak, r['maxrss_bytes']),
+                quarantine_sha=hashlib.sha256(q).hexdigest())
 
 def summary(runs, key):
     xs = [r[key] for r in runs if key in r]
@@ -107,17 +114,19 @@ def summary(runs, key):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument('--sizes', default='default,100,1000', help="comma-separated CSV sizes in MB; 'default' = the 1,797 digits rows")
+    ap.add_argument('--sizes', default='default,100,1000',
+                    help="comma-separated CSV sizes in MB; 'default' = the 1,797 digits rows")
     ap.add_argument('--reps', type=int, default=3)
-    ap.add_argument('--baseline-max-mb', type=float, default=100, help='run the in-memory baseline only up to this size')
+    ap.add_argument('--baseline-max-mb', type=float, default=100,
+                    help='run the in-memory baseline only up to this size')
     ap.add_argument('--chunk-rows', type=int, default=100_000)
     ap.add_argument('--timeout', type=int, default=1800, help='per run, seconds')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'data.json')
     a = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix='mlwb-bench-data-'))
     old_module = tmp/'old_data.py'
-    old = subprocess.run(['git', 'show', f'{BASELINE_COMMIT}:mlops_workbench/data.py'], cwd=REPO, capture_output=True, text=True,
-                         check=True).stdout
+    old = subprocess.run(['git', 'show', f'{BASELINE_COMMIT}:mlops_workbench/data.py'], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout
     old_module.write_text(old.replace('from .config import', 'from mlops_workbench.config import'))
     results = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
                    date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), chunk_rows=a.chunk_rows, reps=a.reps,
@@ -147,17 +156,20 @@ def main():
                                             if k not in ('fingerprint', 'quarantine_sha')}, flush=True)
                     shutil.rmtree(out, ignore_errors=True)
             src.unlink()
-            entry['summary'] = {m: {k: summary(rs, k) for k in ('work_s', 'work_cpu_s', 'wall_s', 'mb_per_s', 'mb_per_cpu_s', 'peak_rss_bytes',
-                                                                  'peak_over_prepared_mem', 'peak_over_csv')}
-                                for m, rs in entry['runs'].items()}
+            keys = ('work_s', 'work_cpu_s', 'wall_s', 'mb_per_s', 'mb_per_cpu_s', 'peak_rss_bytes',
+                    'peak_over_prepared_mem', 'peak_over_csv')
+            entry['summary'] = {m: {k: summary(rs, k) for k in keys} for m, rs in entry['runs'].items()}
             fps = {m: {r.get('fingerprint') for r in rs} for m, rs in entry['runs'].items()}
             qs = {m: {r.get('quarantine_sha') for r in rs} for m, rs in entry['runs'].items()}
             entry['deterministic'] = all(len(v) == 1 for v in fps.values())
-            if 'baseline' in fps: entry['same_as_baseline'] = dict(fingerprint=fps['new'] == fps['baseline'], quarantine=qs['new'] == qs['baseline'])
+            if 'baseline' in fps:
+                entry['same_as_baseline'] = dict(fingerprint=fps['new'] == fps['baseline'],
+                                                 quarantine=qs['new'] == qs['baseline'])
             results['sizes'].append(entry)
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(json.dumps(results, indent=1))
     finally: shutil.rmtree(tmp, ignore_errors=True)
-    print(json.dumps([{k: e.get(k) for k in ('size', 'bytes', 'rows', 'summary', 'deterministic', 'same_as_baseline')} for e in results['sizes']], indent=1))
+    keys = ('size', 'bytes', 'rows', 'summary', 'deterministic', 'same_as_baseline')
+    print(json.dumps([{k: e.get(k) for k in keys} for e in results['sizes']], indent=1))
 
 if __name__ == '__main__': main()

@@ -70,7 +70,8 @@ def sniff_file(path:str|Path, # file name for messages
     if kind == 'csv' and nul >= 0:
         raise DataFileError(f"{path}: binary data (NUL byte at offset {nul}), not CSV text; export it as CSV (UTF-8)")
     if kind == 'parquet' and head and not head.startswith(b'PAR1') and nul < 0:
-        raise DataFileError(f"{path}: not a readable Parquet file: it is text, not Parquet (no PAR1 magic); name it .csv")
+        raise DataFileError(f"{path}: not a readable Parquet file: it is text, not Parquet (no PAR1 magic); "
+                            "name it .csv")
 
 # %% ../nbs/01_data.ipynb #37d43d08
 def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
@@ -129,7 +130,10 @@ def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileErro
     return DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {offset}); "
                          "re-save the file as UTF-8")
 
-def _csv_header(path:Path, delimiter:str, shown:str|Path|None=None) -> tuple: # (column names, byte offset of the data, lines before the data)
+def _csv_header(path:Path, # a CSV file
+                delimiter:str, # its delimiter
+                shown:str|Path|None=None, # its name in messages
+               ) -> tuple: # (column names, byte offset of the data, lines before the data)
     "Read and check the header line of a CSV file (after blank lines and a UTF-8 byte-order mark)."
     shown = shown or path
     with open(path, 'rb') as f:
@@ -245,7 +249,7 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
 def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                delimiter:str=',', # CSV field delimiter
               ) -> pd.DataFrame:
-    "Read a whole data file (every column, CSV cells as text), raising `DataFileError` for anything that makes it unusable."
+    "Read a whole data file (every column, CSV cells as text); `DataFileError` for anything that makes it unusable."
     path = Path(path)
     kind = _check_path(path)
     if kind == 'parquet':
@@ -267,7 +271,7 @@ def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
 # %% ../nbs/01_data.ipynb #0fe42057
 _MISSING = {'', 'nan', 'NaN', 'NA', 'N/A', 'null', 'NULL', 'None'}
 _INT_ID = r'^(0|-?[1-9][0-9]{0,17})$'   # ids whose text is a canonical int64: compared as numbers
-_NUMBER = r'^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$'   # what Arrow and pandas both read as the same number
+_NUMBER = r'^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$'   # read as the same number by Arrow and pandas
 
 def label_key(v) -> str:
     "A canonical text form of a label, so that 3, 3.0 and '3' agree."
@@ -303,10 +307,11 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
             if not np.isnan(num).any(): return num + 0.0, np.zeros(len(num), bool), np.zeros(len(num), bool)
         except pa.ArrowInvalid: pass
     txt, missing = _as_text(col)
-    try: num = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), txt), pa.float64()).to_numpy(zero_copy_only=False)
+    null = pa.scalar(None, pa.string())
+    try: num = pc.cast(pc.if_else(missing, null, txt), pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:   # some cell is not a plain number: pandas judges the cells that do not look like one
         plain = pc.fill_null(pc.match_substring_regex(txt, _NUMBER), False).to_numpy(zero_copy_only=False) & ~missing
-        try: num = pc.cast(pc.if_else(pa.array(plain), txt, pa.scalar(None, pa.string())), pa.float64()).to_numpy(zero_copy_only=False)
+        try: num = pc.cast(pc.if_else(pa.array(plain), txt, null), pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid: plain[:], num = False, np.full(len(txt), np.nan)
         odd = np.flatnonzero(~plain & ~missing)
         num[odd] = pd.to_numeric(pd.Series(pc.take(txt, pa.array(odd)).to_pylist(), dtype=object), errors='coerce')
@@ -315,7 +320,7 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
 
 # %% ../nbs/01_data.ipynb #a1f0c009
 class _SeenIds:
-    "Every id seen so far with the row where it first appeared: canonical integers in sorted arrays, other text in a dict."
+    "Every id seen so far with the row where it first appeared: canonical integers sorted, other text in a dict."
     def __init__(self):
         self.ints, self.rows, self.text = np.empty(0, 'int64'), np.empty(0, 'int64'), {}
 
@@ -412,7 +417,8 @@ class RowValidator:
             allowed = {label_key(l) for l in s.labels}
             unknown = ~lab_missing & ~np.isin(codes, [self.keys[k] for k in allowed if k in self.keys])
             lab = chunk.column(s.label)
-            flag(unknown, s.label, lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
+            flag(unknown, s.label,
+                 lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
         if s.id_col:
             ids, id_missing = _as_text(chunk.column(s.id_col))
             flag(id_missing, s.id_col, lambda i: 'missing id')
@@ -454,7 +460,8 @@ class RowValidator:
         if all(re.fullmatch(r'-?[0-9]+', k) for k in used):
             labels = np.array([int(k) if re.fullmatch(r'-?[0-9]+', k) else 0 for k in keys], 'int64')[codes]
         else: labels = np.array(keys, dtype=object)[codes]
-        ids = pa.concat_arrays([a.cast(pa.string()) if self.schema.id_col else a for a in self.ids]) if self.ids else pa.array([], pa.int64())
+        ids = pa.array([], pa.int64())
+        if self.ids: ids = pa.concat_arrays([a.cast(pa.string()) if self.schema.id_col else a for a in self.ids])
         if self.schema.id_col:
             if len(ids) == 0 or pc.all(pc.match_substring_regex(ids, r'^-?[0-9]+$')).as_py():
                 try: ids = pc.cast(ids, pa.int64())
@@ -469,7 +476,7 @@ def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
                   path:str|Path='<data>', # file name for messages and the quarantine file
                   delimiter:str=',', # the delimiter the file was read with (for the wrong-delimiter hint)
                  ) -> tuple: # (clean frame with `id`, `label` and float32 features, rejected rows with reasons)
-    "Split a whole in-memory table into valid rows and rejected rows; each rejection names file, row, column and reason."
+    "Split a whole in-memory table into valid and rejected rows; each rejection names file, row, column and reason."
     import pyarrow as pa
     feats = check_columns(df, schema, path, delimiter)
     used = _used_columns([str(c) for c in df.columns], feats, schema)
@@ -504,8 +511,8 @@ def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
     "A classifier needs at least two classes among the valid rows."
     classes = clean['label'].unique()
     if len(classes) < 2:
-        raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} in "
-                            f"{len(clean)} valid rows; a classifier needs at least 2")
+        raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} "
+                            f"in {len(clean)} valid rows; a classifier needs at least 2")
 
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
                   schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
@@ -513,9 +520,9 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
                   delimiter:str=',', # CSV delimiter
                   max_rejected_fraction:float=0.1, # fail the whole file if more rows than this are rejected
                   chunk_rows:int=100_000, # rows read and validated at a time
-                  quarantine:str|Path|None=None, # folder for `rejected.csv` (written as rows are rejected); None: keep all in memory
+                  quarantine:str|Path|None=None, # folder for `rejected.csv`, written as rows are rejected; None: memory
                   keep:int=100, # rejected rows to return when they go to a quarantine file
-                  split:dict|None=None, # `split_positions` arguments (test_size, val_size, seed): split before the quarantine is committed
+                  split:dict|None=None, # `split_positions` arguments (test_size, val_size, seed), run before committing
                  ) -> Ingested:
     "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
     import pyarrow as pa
@@ -540,7 +547,8 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
         if v.n_rows == 0: raise DataFileError(f"{name}: has a header but no data rows")
         if v.n_rejected / v.n_rows > max_rejected_fraction:
             first = describe_rejections(shown[0].head(1)).split(': ', 1)[1]
-            raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
+            raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected "
+                                f"(more than {max_rejected_fraction:.0%}); first: {first}")
         clean = v.result()
         _check_classes(clean, schema, name)
         if split is not None: pos.update(split_positions(clean['label'].to_numpy(), clean['id'].to_numpy(), **split))
@@ -587,7 +595,8 @@ def split_positions(labels:np.ndarray, # the label of each clean row
     try:
         rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
         if val_size:
-            train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest], random_state=seed)
+            train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest],
+                                          random_state=seed)
         else: train, val = rest, rest[:0]
     except ValueError as e:
         raise ValueError(f"cannot split {len(labels)} rows of {len(counts)} classes with test_size={test_size}, "
@@ -640,7 +649,8 @@ def save_prepared(splits:dict, # split name -> frame
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
     try:
         for k, v in splits.items(): v.to_parquet(tmp/f'{k}.parquet', index=False)
-        meta = _meta(meta, fingerprint(splits), {k: len(v) for k, v in splits.items()}, list(next(iter(splits.values())).columns))
+        columns = list(next(iter(splits.values())).columns)
+        meta = _meta(meta, fingerprint(splits), {k: len(v) for k, v in splits.items()}, columns)
         write_json(tmp/'meta.json', meta)
         replace_dir(tmp, out_dir)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
@@ -654,7 +664,8 @@ def save_split(clean:pd.DataFrame, # the clean rows
               ) -> dict: # the metadata written (the same fingerprint as `fingerprint(split_dataset(clean))`)
     "Write the splits of `clean` as Parquet plus `meta.json`, a chunk at a time, atomically as a folder."
     import pyarrow as pa, pyarrow.parquet as pq
-    out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
     h = hashlib.sha256()
     try:
@@ -701,6 +712,7 @@ def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
                     ) -> Path:
     "Write the rejected rows with their reasons to `out_dir/rejected.csv` (a header-only file when none)."
     p = Path(out_dir)/'rejected.csv'
-    if rejected.empty and not len(rejected.columns): rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
+    if rejected.empty and not len(rejected.columns):
+        rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
     with atomic_write(p) as f: rejected.to_csv(f, index=False)
     return p
