@@ -69,6 +69,9 @@ def sniff_file(path:str|Path, # file name for messages
     nul = head.find(b'\x00')
     if kind == 'csv' and nul >= 0:
         raise DataFileError(f"{path}: binary data (NUL byte at offset {nul}), not CSV text; export it as CSV (UTF-8)")
+    if kind == 'parquet' and head and not head.startswith(b'PAR1') and nul < 0:
+        raise DataFileError(f"{path}: not a readable Parquet file: it is text, not Parquet (no PAR1 magic); "
+                            "name it .csv")
 
 # %% ../nbs/01_data.ipynb #37d43d08
 def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
@@ -107,18 +110,19 @@ def check_columns(df:pd.DataFrame|list, # the table as read, or its column names
 # %% ../nbs/01_data.ipynb #9f483c16
 CSV_SUFFIXES, PARQUET_SUFFIXES = ('.csv', '.tsv', '.txt'), ('.parquet', '.pq')
 
-def _check_path(path:Path) -> str:
+def _check_path(path:Path, shown:str|Path|None=None) -> str:
     "The kind of a data file ('csv' or 'parquet'), or `DataFileError` when it cannot be one."
-    if not path.exists(): raise DataFileError(f"{path}: file not found")
-    if path.is_dir(): raise DataFileError(f"{path}: is a folder, expected a .csv or .parquet file")
+    shown = shown or path
+    if not path.exists(): raise DataFileError(f"{shown}: file not found")
+    if path.is_dir(): raise DataFileError(f"{shown}: is a folder, expected a .csv or .parquet file")
     suffix = path.suffix.lower()
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
-        raise DataFileError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if path.stat().st_size == 0: raise DataFileError(f"{path}: file is empty")
+        raise DataFileError(f"{shown}: unsupported file type '{suffix}' (use .csv or .parquet)")
+    if path.stat().st_size == 0: raise DataFileError(f"{shown}: file is empty")
     with open(path, 'rb') as f: head = f.read(65536)
     kind = 'csv' if suffix in CSV_SUFFIXES else 'parquet'
-    sniff_file(path, head, kind)
-    if kind == 'csv' and not head.strip(): raise DataFileError(f"{path}: file is empty")
+    sniff_file(shown, head, kind)
+    if kind == 'csv' and not head.strip(): raise DataFileError(f"{shown}: file is empty")
     return kind
 
 def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileError:
@@ -126,27 +130,32 @@ def _not_utf8(path, data:bytes, start:int, offset:int, line:int) -> DataFileErro
     return DataFileError(f"{path}: line {line}: not UTF-8 text (byte 0x{data[start]:02x} at offset {offset}); "
                          "re-save the file as UTF-8")
 
-def _csv_header(path:Path, delimiter:str) -> tuple: # (column names, byte offset of the data, lines before the data)
+def _csv_header(path:Path, # a CSV file
+                delimiter:str, # its delimiter
+                shown:str|Path|None=None, # its name in messages
+               ) -> tuple: # (column names, byte offset of the data, lines before the data)
     "Read and check the header line of a CSV file (after blank lines and a UTF-8 byte-order mark)."
+    shown = shown or path
     with open(path, 'rb') as f:
         lineno = 0
         while True:
             line = f.readline()
             lineno += 1
-            if not line: raise DataFileError(f"{path}: file is empty")
+            if not line: raise DataFileError(f"{shown}: file is empty")
             if line.strip() and line.strip() != codecs.BOM_UTF8: break
         offset = f.tell()
     raw = line[3:] if line.startswith(codecs.BOM_UTF8) else line
     try: text = raw.decode('utf-8')
-    except UnicodeDecodeError as e: raise _not_utf8(path, raw, e.start, offset - len(raw) + e.start, lineno) from None
+    except UnicodeDecodeError as e: raise _not_utf8(shown, raw, e.start, offset - len(raw) + e.start, lineno) from None
     header = next(csv.reader([text.rstrip('\r\n')], delimiter=delimiter), [])
     names = [c.strip() or f'Unnamed: {i}' for i, c in enumerate(header)]
     dup = sorted({c for c in names if names.count(c) > 1})
-    if dup: raise DataFileError(f"{path}: duplicate column name(s) {dup}")
+    if dup: raise DataFileError(f"{shown}: duplicate column name(s) {dup}")
     return names, offset, lineno
 
-def _find_bad_utf8(path:Path, offset:int, lines:int, block:int=1 << 20):
+def _find_bad_utf8(path:Path, offset:int, lines:int, shown:str|Path|None=None, block:int=1 << 20):
     "Raise `DataFileError` naming the line and offset of the first byte after `offset` that is not UTF-8."
+    shown = shown or path
     dec, line, pos = codecs.getincrementaldecoder('utf-8')(), lines + 1, offset
     with open(path, 'rb') as f:
         f.seek(offset)
@@ -156,7 +165,7 @@ def _find_bad_utf8(path:Path, offset:int, lines:int, block:int=1 << 20):
             try: dec.decode(data, final=not data)
             except UnicodeDecodeError as e:
                 start = max(e.start - len(pending), 0)
-                raise _not_utf8(path, pending + data, e.start, pos - len(pending) + e.start,
+                raise _not_utf8(shown, pending + data, e.start, pos - len(pending) + e.start,
                                 line + data[:start].count(b'\n')) from None
             if not data: return
             pos += len(data)
@@ -179,28 +188,30 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                 schema:Schema, # expected columns
                 delimiter:str=',', # CSV field delimiter
                 chunk_rows:int=100_000, # rows per chunk (about, for CSV): bounds the memory of a read
+                name:str|None=None, # the file's name in messages (default: `path`)
                ) -> tuple: # (feature columns, used columns, row-count estimate, iterator of Arrow record batches)
     "Check a data file's kind and header, and stream its used columns in chunks, as text for CSV."
+    shown = name or path
     import pyarrow as pa, pyarrow.csv as pcsv, pyarrow.parquet as pq
     path = Path(path)
     if chunk_rows < 1: raise ValueError(f"chunk_rows={chunk_rows} must be at least 1")
-    kind = _check_path(path)
+    kind = _check_path(path, shown)
     if kind == 'parquet':
         try: pf = pq.ParquetFile(path)
         except Exception as e:
             first = str(e).splitlines()[0] if str(e) else ''
-            raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {first})") from None
+            raise DataFileError(f"{shown}: not a readable Parquet file ({type(e).__name__}: {first})") from None
         names = [n for n in pf.schema_arrow.names if not n.startswith('__index_level_')]
-        feats = check_columns(names, schema, path, delimiter)
+        feats = check_columns(names, schema, shown, delimiter)
         used = _used_columns(names, feats, schema)
         def batches():
             try: yield from pf.iter_batches(batch_size=chunk_rows, columns=used)
             except (OSError, pa.ArrowException) as e:
-                raise DataFileError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+                raise DataFileError(f"{shown}: not a readable Parquet file ({type(e).__name__}: {e})") from None
             finally: pf.close()
         return feats, used, pf.metadata.num_rows, batches()
-    names, offset, lines = _csv_header(path, delimiter)
-    feats = check_columns(names, schema, path, delimiter)
+    names, offset, lines = _csv_header(path, delimiter, shown)
+    feats = check_columns(names, schema, shown, delimiter)
     used = _used_columns(names, feats, schema)
     with open(path, 'rb') as f:
         f.seek(offset)
@@ -224,21 +235,21 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
             yield from rd
         except pa.ArrowInvalid as e:
             if str(e).startswith('Empty CSV file'): return   # a header and no data rows
-            if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines)
+            if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines, shown)
             if bad_rows:
                 r = bad_rows[0]
                 msg = (f"{_line_of(path, r.text, lines)} has {r.actual_columns} fields, the header "
                        f"{r.expected_columns}: {r.text[:60]!r}")
             elif 'straddling' in str(e): msg = f"a row is longer than the read block ({block} bytes); raise chunk_rows"
             else: msg = str(e).splitlines()[0]
-            raise DataFileError(f"{path}: malformed CSV: {msg}") from None
+            raise DataFileError(f"{shown}: malformed CSV: {msg}") from None
         finally: src.close()
     return feats, used, estimate, batches()
 
 def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                delimiter:str=',', # CSV field delimiter
               ) -> pd.DataFrame:
-    "Read a whole data file (every column, CSV cells as text), raising `DataFileError` for anything that makes it unusable."
+    "Read a whole data file (every column, CSV cells as text); `DataFileError` for anything that makes it unusable."
     path = Path(path)
     kind = _check_path(path)
     if kind == 'parquet':
@@ -260,7 +271,7 @@ def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
 # %% ../nbs/01_data.ipynb #0fe42057
 _MISSING = {'', 'nan', 'NaN', 'NA', 'N/A', 'null', 'NULL', 'None'}
 _INT_ID = r'^(0|-?[1-9][0-9]{0,17})$'   # ids whose text is a canonical int64: compared as numbers
-_NUMBER = r'^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$'   # what Arrow and pandas both read as the same number
+_NUMBER = r'^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)([eE][+-]?[0-9]+)?$'   # read as the same number by Arrow and pandas
 
 def label_key(v) -> str:
     "A canonical text form of a label, so that 3, 3.0 and '3' agree."
@@ -296,10 +307,11 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
             if not np.isnan(num).any(): return num + 0.0, np.zeros(len(num), bool), np.zeros(len(num), bool)
         except pa.ArrowInvalid: pass
     txt, missing = _as_text(col)
-    try: num = pc.cast(pc.if_else(missing, pa.scalar(None, pa.string()), txt), pa.float64()).to_numpy(zero_copy_only=False)
+    null = pa.scalar(None, pa.string())
+    try: num = pc.cast(pc.if_else(missing, null, txt), pa.float64()).to_numpy(zero_copy_only=False)
     except pa.ArrowInvalid:   # some cell is not a plain number: pandas judges the cells that do not look like one
         plain = pc.fill_null(pc.match_substring_regex(txt, _NUMBER), False).to_numpy(zero_copy_only=False) & ~missing
-        try: num = pc.cast(pc.if_else(pa.array(plain), txt, pa.scalar(None, pa.string())), pa.float64()).to_numpy(zero_copy_only=False)
+        try: num = pc.cast(pc.if_else(pa.array(plain), txt, null), pa.float64()).to_numpy(zero_copy_only=False)
         except pa.ArrowInvalid: plain[:], num = False, np.full(len(txt), np.nan)
         odd = np.flatnonzero(~plain & ~missing)
         num[odd] = pd.to_numeric(pd.Series(pc.take(txt, pa.array(odd)).to_pylist(), dtype=object), errors='coerce')
@@ -308,7 +320,7 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
 
 # %% ../nbs/01_data.ipynb #a1f0c009
 class _SeenIds:
-    "Every id seen so far with the row where it first appeared: canonical integers in sorted arrays, other text in a dict."
+    "Every id seen so far with the row where it first appeared: canonical integers sorted, other text in a dict."
     def __init__(self):
         self.ints, self.rows, self.text = np.empty(0, 'int64'), np.empty(0, 'int64'), {}
 
@@ -405,7 +417,8 @@ class RowValidator:
             allowed = {label_key(l) for l in s.labels}
             unknown = ~lab_missing & ~np.isin(codes, [self.keys[k] for k in allowed if k in self.keys])
             lab = chunk.column(s.label)
-            flag(unknown, s.label, lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
+            flag(unknown, s.label,
+                 lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
         if s.id_col:
             ids, id_missing = _as_text(chunk.column(s.id_col))
             flag(id_missing, s.id_col, lambda i: 'missing id')
@@ -447,7 +460,8 @@ class RowValidator:
         if all(re.fullmatch(r'-?[0-9]+', k) for k in used):
             labels = np.array([int(k) if re.fullmatch(r'-?[0-9]+', k) else 0 for k in keys], 'int64')[codes]
         else: labels = np.array(keys, dtype=object)[codes]
-        ids = pa.concat_arrays([a.cast(pa.string()) if self.schema.id_col else a for a in self.ids]) if self.ids else pa.array([], pa.int64())
+        ids = pa.array([], pa.int64())
+        if self.ids: ids = pa.concat_arrays([a.cast(pa.string()) if self.schema.id_col else a for a in self.ids])
         if self.schema.id_col:
             if len(ids) == 0 or pc.all(pc.match_substring_regex(ids, r'^-?[0-9]+$')).as_py():
                 try: ids = pc.cast(ids, pa.int64())
@@ -462,7 +476,7 @@ def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
                   path:str|Path='<data>', # file name for messages and the quarantine file
                   delimiter:str=',', # the delimiter the file was read with (for the wrong-delimiter hint)
                  ) -> tuple: # (clean frame with `id`, `label` and float32 features, rejected rows with reasons)
-    "Split a whole in-memory table into valid rows and rejected rows; each rejection names file, row, column and reason."
+    "Split a whole in-memory table into valid and rejected rows; each rejection names file, row, column and reason."
     import pyarrow as pa
     feats = check_columns(df, schema, path, delimiter)
     used = _used_columns([str(c) for c in df.columns], feats, schema)
@@ -491,13 +505,14 @@ class Ingested:
     n_rejected: int # rows rejected
     schema: Schema # the schema used
     quarantine: Path|None = None # the quarantine file written
+    positions: dict|None = None # split name -> row positions of `clean`, when a split was asked for
 
 def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
     "A classifier needs at least two classes among the valid rows."
     classes = clean['label'].unique()
     if len(classes) < 2:
-        raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} in "
-                            f"{len(clean)} valid rows; a classifier needs at least 2")
+        raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} "
+                            f"in {len(clean)} valid rows; a classifier needs at least 2")
 
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
                   schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
@@ -505,11 +520,14 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
                   delimiter:str=',', # CSV delimiter
                   max_rejected_fraction:float=0.1, # fail the whole file if more rows than this are rejected
                   chunk_rows:int=100_000, # rows read and validated at a time
-                  quarantine:str|Path|None=None, # folder for `rejected.csv` (written as rows are rejected); None: keep all in memory
+                  quarantine:str|Path|None=None, # folder for `rejected.csv`, written as rows are rejected; None: memory
                   keep:int=100, # rejected rows to return when they go to a quarantine file
+                  split:dict|None=None, # `split_positions` arguments (test_size, val_size, seed), run before committing
                  ) -> Ingested:
     "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
     import pyarrow as pa
+    if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, int) or chunk_rows < 1:
+        raise ValueError(f"chunk_rows={chunk_rows!r} must be a whole number of rows, at least 1")
     if source == 'digits':
         df, schema, name = load_digits_frame(), digits_schema(), 'digits'
         feats = check_columns(df, schema, name)
@@ -518,7 +536,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
     else:
         path = Path(source) if Path(source).is_absolute() else Path(root)/source
         name = source
-        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows)
+        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows, name)
     v = RowValidator(schema, feats, name, int(est * 1.2) + 1024)
     shown = []
     def run(out):
@@ -529,11 +547,13 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
         if v.n_rows == 0: raise DataFileError(f"{name}: has a header but no data rows")
         if v.n_rejected / v.n_rows > max_rejected_fraction:
             first = describe_rejections(shown[0].head(1)).split(': ', 1)[1]
-            raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected (more than {max_rejected_fraction:.0%}); first: {first}")
+            raise DataFileError(f"{name}: {v.n_rejected} of {v.n_rows} rows rejected "
+                                f"(more than {max_rejected_fraction:.0%}); first: {first}")
         clean = v.result()
         _check_classes(clean, schema, name)
+        if split is not None: pos.update(split_positions(clean['label'].to_numpy(), clean['id'].to_numpy(), **split))
         return clean
-    header = ['_file', '_row', '_column', '_reason'] + cols
+    header, pos = ['_file', '_row', '_column', '_reason'] + cols, {}
     if quarantine is None: qfile, clean = None, run(None)
     else:
         qfile = Path(quarantine)/'rejected.csv'
@@ -542,7 +562,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
             clean = run(f)
     rejected = pd.concat(shown, ignore_index=True) if shown else pd.DataFrame(columns=header)
     if quarantine is not None: rejected = rejected.head(keep)
-    return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile)
+    return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile, pos if split is not None else None)
 
 def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
            schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
@@ -569,11 +589,18 @@ def split_positions(labels:np.ndarray, # the label of each clean row
     if not (0 < test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
         raise ValueError(f"test_size={test_size} and val_size={val_size} must be fractions that sum to less than 1")
     counts = pd.Series(labels).value_counts()
-    if counts.min() < 3: raise ValueError(f"label {counts.idxmin()!r} has only {counts.min()} row(s); a stratified split needs at least 3 per label")
-    rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
-    if val_size:
-        train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest], random_state=seed)
-    else: train, val = rest, rest[:0]
+    if counts.min() < 3:
+        raise ValueError(f"label {label_key(counts.idxmin())!r} has only {counts.min()} row(s); "
+                         "a stratified split needs at least 3 per label")
+    try:
+        rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
+        if val_size:
+            train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest],
+                                          random_state=seed)
+        else: train, val = rest, rest[:0]
+    except ValueError as e:
+        raise ValueError(f"cannot split {len(labels)} rows of {len(counts)} classes with test_size={test_size}, "
+                         f"val_size={val_size}: {e}") from None
     return {k: v[np.argsort(ids[v], kind='stable')] for k, v in zip(SPLITS, (train, val, test))}
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
@@ -622,7 +649,8 @@ def save_prepared(splits:dict, # split name -> frame
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
     try:
         for k, v in splits.items(): v.to_parquet(tmp/f'{k}.parquet', index=False)
-        meta = _meta(meta, fingerprint(splits), {k: len(v) for k, v in splits.items()}, list(next(iter(splits.values())).columns))
+        columns = list(next(iter(splits.values())).columns)
+        meta = _meta(meta, fingerprint(splits), {k: len(v) for k, v in splits.items()}, columns)
         write_json(tmp/'meta.json', meta)
         replace_dir(tmp, out_dir)
     except BaseException: shutil.rmtree(tmp, ignore_errors=True); raise
@@ -636,7 +664,8 @@ def save_split(clean:pd.DataFrame, # the clean rows
               ) -> dict: # the metadata written (the same fingerprint as `fingerprint(split_dataset(clean))`)
     "Write the splits of `clean` as Parquet plus `meta.json`, a chunk at a time, atomically as a folder."
     import pyarrow as pa, pyarrow.parquet as pq
-    out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
     h = hashlib.sha256()
     try:
@@ -683,6 +712,7 @@ def write_quarantine(rejected:pd.DataFrame, # rows from `validate_rows`
                     ) -> Path:
     "Write the rejected rows with their reasons to `out_dir/rejected.csv` (a header-only file when none)."
     p = Path(out_dir)/'rejected.csv'
-    if rejected.empty and not len(rejected.columns): rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
+    if rejected.empty and not len(rejected.columns):
+        rejected = pd.DataFrame(columns=['_file', '_row', '_column', '_reason'])
     with atomic_write(p) as f: rejected.to_csv(f, index=False)
     return p

@@ -1,6 +1,7 @@
-"""The prepare stage reads its source in chunks (`prepare.chunk_rows`): run the real stage (papermill kernel, stage runner)
-on a file of several chunks and check that its splits, fingerprint and quarantine are exactly those of the whole file
-read in memory; that excluded columns never reach the quarantine; and that a refused file leaves the earlier results."""
+"""The prepare stage reads its source in chunks (`prepare.chunk_rows`): run the real stage (papermill kernel, stage
+runner) on a file of several chunks and check that its splits, fingerprint and quarantine are exactly those of the
+whole file read in memory; that excluded columns never reach the quarantine; and that a refused file leaves the
+earlier results."""
 import gzip, hashlib, json
 import numpy as np, pandas as pd, pytest
 from conftest import sh, set_params
@@ -30,7 +31,8 @@ def bad_rows(df):
 
 def files_of(root):
     return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
-            for d in ('data/prepared', 'data/quarantine', 'metrics') for p in sorted((root/d).rglob('*')) if p.is_file()}
+            for d in ('data/prepared', 'data/quarantine', 'metrics')
+            for p in sorted((root/d).rglob('*')) if p.is_file()}
 
 def test_stage_in_chunks_equals_the_whole_file_in_memory(scratch):
     from mlops_workbench.data import Schema, read_table, validate_rows, split_dataset, fingerprint, write_quarantine
@@ -42,7 +44,8 @@ def test_stage_in_chunks_equals_the_whole_file_in_memory(scratch):
     sh(['mlwb', 'stage', 'prepare', '--no-progress'], scratch)
 
     # the in-memory path: the whole file in one frame, validated in one piece, split with train_test_split on frames
-    schema = Schema(label='label', features=PX, id_col='id', min_value=0, max_value=16, labels=list(range(10)), image_shape=[8, 8])
+    schema = Schema(label='label', features=PX, id_col='id', min_value=0, max_value=16, labels=list(range(10)),
+                    image_shape=[8, 8])
     clean, rej = validate_rows(read_table(raw), schema, 'data/raw/big.csv')
     splits = split_dataset(clean, 0.2, 0.1, 42)
     meta = json.loads((scratch/'data'/'prepared'/'meta.json').read_text())
@@ -61,7 +64,7 @@ def test_stage_in_chunks_equals_the_whole_file_in_memory(scratch):
     m = json.loads((scratch/'metrics'/'prepare.json').read_text())
     assert (m['rows'], m['valid'], m['rejected']) == (len(df), len(df) - 7, 7)
 
-@pytest.mark.parametrize('case', ['extra column', 'gzip', 'one class'])
+@pytest.mark.parametrize('case', ['extra column', 'gzip', 'one class', 'tiny class'])
 def test_refused_file_names_file_and_field_and_leaves_earlier_results(scratch, case):
     raw = scratch/'data'/'raw'
     raw.mkdir(parents=True, exist_ok=True)
@@ -77,6 +80,9 @@ def test_refused_file_names_file_and_field_and_leaves_earlier_results(scratch, c
     elif case == 'gzip':
         (raw/'bad.csv').write_bytes(gzip.compress(df.to_csv(index=False).encode()))
         msg = 'data/raw/bad.csv: file is gzip-compressed, not CSV text'
+    elif case == 'tiny class':   # one digit only twice: no stratified split (checked before the quarantine moves)
+        pd.concat([df[df['label'] != '7'], df[df['label'] == '7'].head(2)]).to_csv(raw/'bad.csv', index=False)
+        msg = "label '7' has only 2 row(s); a stratified split needs at least 3 per label"
     else:
         df[df['label'] == '7'].to_csv(raw/'bad.csv', index=False)
         msg = "data/raw/bad.csv: field 'label': 1 class(es) [7] in 179 valid rows; a classifier needs at least 2"
