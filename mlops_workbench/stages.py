@@ -114,7 +114,8 @@ def _is_choice(v, choices:list) -> bool:
     for c in choices:
         if isinstance(c, str) and '<int>' in c and isinstance(v, str):
             if re.fullmatch(re.escape(c).replace(re.escape('<int>'), r'\d+'), v): return True
-        elif v == c and isinstance(v, bool) == isinstance(c, bool) and isinstance(v, str) == isinstance(c, str): return True
+        elif v == c and isinstance(v, bool) == isinstance(c, bool) and isinstance(v, str) == isinstance(c, str):
+            return True
     return False
 
 def file_problem(value:str, # a path as written in params.yaml
@@ -175,7 +176,8 @@ def param_problems(stage:str, # stage name (its section in params.yaml)
     for k, v in given.items():
         if k not in declared:
             near = difflib.get_close_matches(k, list(declared), n=1)
-            errs.append(f"{stage}.{k} is not a parameter of {nb}" + (f" (did you mean {stage}.{near[0]}?)" if near else ''))
+            hint = f" (did you mean {stage}.{near[0]}?)" if near else ''
+            errs.append(f"{stage}.{k} is not a parameter of {nb}{hint}")
         elif not _type_ok(v, declared[k]):
             errs.append(f"{stage}.{k} = {v!r} is {type(v).__name__}, expected {type(declared[k]).__name__} "
                         f"like the notebook's default {declared[k]!r}")
@@ -261,7 +263,8 @@ def death_cause(returncode:int|None, # the kernel process's exit status (negativ
                ) -> str: # e.g. 'SIGKILL, out of memory'
     "Why a kernel process ended, in words."
     if returncode is None: return 'no exit status'
-    why = signal.Signals(-returncode).name if returncode < 0 and -returncode in signal.valid_signals() else f'exit status {returncode}'
+    killed = returncode < 0 and -returncode in signal.valid_signals()
+    why = signal.Signals(-returncode).name if killed else f'exit status {returncode}'
     oom = _oom_kills()
     if returncode == -signal.SIGKILL and None not in (oom, oom_before) and oom > oom_before: why += ', out of memory'
     return why
@@ -270,12 +273,13 @@ def death_cause(returncode:int|None, # the kernel process's exit status (negativ
 def read_rwlock(cfg:Config) -> dict:
     "DVC's record of the running stages (`.dvc/tmp/rwlock`); a corrupt file raises `StageFailed` naming it."
     p = cfg.path('.dvc', 'tmp', 'rwlock')
+    fix = "delete it when no `dvc` command runs"
     try: data = json.loads(p.read_text(encoding='utf-8'))
     except FileNotFoundError: return {}
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StageFailed(f"{p}: DVC's lock file is corrupt ({type(e).__name__}); delete it when no `dvc` command runs") from None
+        raise StageFailed(f"{p}: DVC's lock file is corrupt ({type(e).__name__}); {fix}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ('read', 'write')):
-        raise StageFailed(f"{p}: DVC's lock file is not a mapping of read/write locks; delete it when no `dvc` command runs")
+        raise StageFailed(f"{p}: DVC's lock file is not a mapping of read/write locks; {fix}")
     return data
 
 def dvc_holders(cfg:Config) -> dict:
@@ -285,7 +289,8 @@ def dvc_holders(cfg:Config) -> dict:
     infos = [*data.get('write', {}).values(), *[i for v in data.get('read', {}).values() for i in v]]
     for info in infos:
         if isinstance(info, dict) and isinstance(info.get('pid'), int) and psutil.pid_exists(info['pid']):
-            out[info['pid']] = str(info.get('cmd', '?'))
+            words = str(info.get('cmd', '?')).split() or ['?']
+            out[info['pid']] = ' '.join([Path(words[0]).name, *words[1:]])   # `dvc repro`, not its full path
     return out
 
 @contextlib.contextmanager
@@ -294,11 +299,12 @@ def pipeline_lock(stage:str, # the stage about to run
                  ):
     "Let a stage run under its own `dvc repro`, or alone: refuse while another `dvc` command or stage runs."
     import fcntl, psutil
-    if not cfg.path('.dvc').is_dir(): yield; return   # not a DVC project: nothing to race
-    holders = dvc_holders(cfg)
-    mine = {p.pid for p in psutil.Process().parents()}
-    if mine & set(holders): yield; return   # DVC started this stage and holds its locks
-    for pid, cmd in holders.items():
+    holders = dvc_holders(cfg) if cfg.path('.dvc').is_dir() else {}
+    if not cfg.path('.dvc').is_dir() or {p.pid for p in psutil.Process().parents()} & set(holders):
+        yield   # not a DVC project, or DVC started this stage and holds its locks
+        return
+    if holders:
+        pid, cmd = next(iter(holders.items()))
         raise StageFailed(f"stage {stage}: `{cmd}` (pid {pid}) is running in this project; "
                           f"wait for it to finish instead of starting the stage beside it")
     lock = cfg.path('.dvc', 'tmp', 'lock')
@@ -307,7 +313,8 @@ def pipeline_lock(stage:str, # the stage about to run
     try:
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # DVC's own repo lock (zc.lockfile uses flock too)
         except BlockingIOError:
-            raise StageFailed(f"stage {stage}: another `dvc` command or stage holds {lock}; wait for it to finish") from None
+            msg = f"stage {stage}: another `dvc` command or stage holds {lock}; wait for it to finish"
+            raise StageFailed(msg) from None
         yield
     finally: os.close(fd)
 
