@@ -47,7 +47,8 @@ def _assignments(nb_path:str|Path) -> list:
     nodes = ast.parse(src).body
     for node in nodes:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ParamError(f"{nb_path}: the parameters cell must hold only `name = literal` lines (line {node.lineno})")
+            msg = f"the parameters cell must hold only `name = literal` lines (line {node.lineno})"
+            raise ParamError(f"{nb_path}: {msg}")
     return src, nodes
 
 def notebook_parameters(nb_path:str|Path, # a notebook with a cell tagged `parameters`
@@ -182,7 +183,8 @@ def param_problems(stage:str, # stage name (its section in params.yaml)
             errs.append(f"{stage}.{k} = {v!r} is {type(v).__name__}, expected {type(declared[k]).__name__} "
                         f"like the notebook's default {declared[k]!r}")
         elif k in specs: errs.append(check_value(f"{stage}.{k}", v, specs[k], root))
-    errs += [f"{stage}.{k} is missing (the notebook declares it, default {declared[k]!r})" for k in declared if k not in given]
+    errs += [f"{stage}.{k} is missing (the notebook declares it, default {declared[k]!r})"
+             for k in declared if k not in given]
     return [e for e in errs if e]
 
 def check_params(stage:str, # stage name (its section in params.yaml)
@@ -361,7 +363,7 @@ class _Guard:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                self.old[s] = signal.signal(s, lambda signum, frame: self.abort(signal.Signals(signum).name, 128+signum))
+                self.old[s] = signal.signal(s, lambda n, frame: self.abort(signal.Signals(n).name, 128 + n))
         threading.Thread(target=self._watch, daemon=True).start()
         return self
     def __exit__(self, *exc):
@@ -497,11 +499,17 @@ def dvc_repro(cfg:Config, # the project
     p = subprocess.Popen(cmd, cwd=cfg.root, env=env, text=True, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT if quiet else None)
     kept = []
-    for line in drop_hints(p.stdout):
-        if quiet: kept.append(line)
-        else: print(line, end='', flush=True)
-    rc = p.wait()
+    try:
+        for line in drop_hints(p.stdout):
+            if quiet: kept.append(line)
+            else: print(line, end='', flush=True)
+        rc = p.wait()
+    except KeyboardInterrupt:   # Ctrl-C reached DVC and its stage too: give them a bounded while to stop
+        try: p.wait(timeout=60)
+        except subprocess.TimeoutExpired: p.kill()
+        raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` interrupted") from None
     if rc and check:
         last = ''.join(kept).strip().splitlines()[-1:] if quiet else []
-        raise ReproFailed(f"`dvc repro {' '.join(targets)}` failed with status {rc}" + (f": {last[0]}" if last else ''))
+        why = f": {last[0]}" if last else ''
+        raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` failed with status {rc}{why}")
     return rc
