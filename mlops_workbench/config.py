@@ -41,7 +41,8 @@ def read_params(root:str|Path, # project root holding `params.yaml`
     p = Path(root)/PARAMS_FILE
     if not p.exists(): return {}
     try: params = yaml.safe_load(p.read_text(encoding='utf-8'))
-    except yaml.YAMLError as e: raise ValueError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{p}: not valid YAML: {str(e).splitlines()[0]}") from None
     if params is None: return {}
     if not isinstance(params, dict): raise ValueError(f"{p}: expected a mapping of sections (prepare:, train:, ...), got {type(params).__name__}")
     return params
@@ -122,8 +123,9 @@ def write_json(path:str|Path, # target file
     return Path(path)
 
 def read_json(path:str|Path): 
-    "Read a JSON file."
-    return json.loads(Path(path).read_text(encoding='utf-8'))
+    "Read a JSON file; one that is not UTF-8 JSON raises `ValueError` naming it."
+    try: return json.loads(Path(path).read_text(encoding='utf-8'))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
 
 # %% ../nbs/00_config.ipynb #16791a2b
 def dvc_outputs(root:str|Path, # project root holding `dvc.yaml`

@@ -47,7 +47,8 @@ def _assignments(nb_path:str|Path) -> list:
     nodes = ast.parse(src).body
     for node in nodes:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
-            raise ParamError(f"{nb_path}: the parameters cell must hold only `name = literal` lines (line {node.lineno})")
+            msg = f"the parameters cell must hold only `name = literal` lines (line {node.lineno})"
+            raise ParamError(f"{nb_path}: {msg}")
     return src, nodes
 
 def notebook_parameters(nb_path:str|Path, # a notebook with a cell tagged `parameters`
@@ -114,7 +115,8 @@ def _is_choice(v, choices:list) -> bool:
     for c in choices:
         if isinstance(c, str) and '<int>' in c and isinstance(v, str):
             if re.fullmatch(re.escape(c).replace(re.escape('<int>'), r'\d+'), v): return True
-        elif v == c and isinstance(v, bool) == isinstance(c, bool) and isinstance(v, str) == isinstance(c, str): return True
+        elif v == c and isinstance(v, bool) == isinstance(c, bool) and isinstance(v, str) == isinstance(c, str):
+            return True
     return False
 
 def file_problem(value:str, # a path as written in params.yaml
@@ -175,12 +177,14 @@ def param_problems(stage:str, # stage name (its section in params.yaml)
     for k, v in given.items():
         if k not in declared:
             near = difflib.get_close_matches(k, list(declared), n=1)
-            errs.append(f"{stage}.{k} is not a parameter of {nb}" + (f" (did you mean {stage}.{near[0]}?)" if near else ''))
+            hint = f" (did you mean {stage}.{near[0]}?)" if near else ''
+            errs.append(f"{stage}.{k} is not a parameter of {nb}{hint}")
         elif not _type_ok(v, declared[k]):
             errs.append(f"{stage}.{k} = {v!r} is {type(v).__name__}, expected {type(declared[k]).__name__} "
                         f"like the notebook's default {declared[k]!r}")
         elif k in specs: errs.append(check_value(f"{stage}.{k}", v, specs[k], root))
-    errs += [f"{stage}.{k} is missing (the notebook declares it, default {declared[k]!r})" for k in declared if k not in given]
+    errs += [f"{stage}.{k} is missing (the notebook declares it, default {declared[k]!r})"
+             for k in declared if k not in given]
     return [e for e in errs if e]
 
 def check_params(stage:str, # stage name (its section in params.yaml)
@@ -261,7 +265,8 @@ def death_cause(returncode:int|None, # the kernel process's exit status (negativ
                ) -> str: # e.g. 'SIGKILL, out of memory'
     "Why a kernel process ended, in words."
     if returncode is None: return 'no exit status'
-    why = signal.Signals(-returncode).name if returncode < 0 and -returncode in signal.valid_signals() else f'exit status {returncode}'
+    killed = returncode < 0 and -returncode in signal.valid_signals()
+    why = signal.Signals(-returncode).name if killed else f'exit status {returncode}'
     oom = _oom_kills()
     if returncode == -signal.SIGKILL and None not in (oom, oom_before) and oom > oom_before: why += ', out of memory'
     return why
@@ -270,12 +275,13 @@ def death_cause(returncode:int|None, # the kernel process's exit status (negativ
 def read_rwlock(cfg:Config) -> dict:
     "DVC's record of the running stages (`.dvc/tmp/rwlock`); a corrupt file raises `StageFailed` naming it."
     p = cfg.path('.dvc', 'tmp', 'rwlock')
+    fix = "delete it when no `dvc` command runs"
     try: data = json.loads(p.read_text(encoding='utf-8'))
     except FileNotFoundError: return {}
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise StageFailed(f"{p}: DVC's lock file is corrupt ({type(e).__name__}); delete it when no `dvc` command runs") from None
+        raise StageFailed(f"{p}: DVC's lock file is corrupt ({type(e).__name__}); {fix}") from None
     if not isinstance(data, dict) or not all(isinstance(data.get(k, {}), dict) for k in ('read', 'write')):
-        raise StageFailed(f"{p}: DVC's lock file is not a mapping of read/write locks; delete it when no `dvc` command runs")
+        raise StageFailed(f"{p}: DVC's lock file is not a mapping of read/write locks; {fix}")
     return data
 
 def dvc_holders(cfg:Config) -> dict:
@@ -285,7 +291,8 @@ def dvc_holders(cfg:Config) -> dict:
     infos = [*data.get('write', {}).values(), *[i for v in data.get('read', {}).values() for i in v]]
     for info in infos:
         if isinstance(info, dict) and isinstance(info.get('pid'), int) and psutil.pid_exists(info['pid']):
-            out[info['pid']] = str(info.get('cmd', '?'))
+            words = str(info.get('cmd', '?')).split() or ['?']
+            out[info['pid']] = ' '.join([Path(words[0]).name, *words[1:]])   # `dvc repro`, not its full path
     return out
 
 @contextlib.contextmanager
@@ -294,11 +301,12 @@ def pipeline_lock(stage:str, # the stage about to run
                  ):
     "Let a stage run under its own `dvc repro`, or alone: refuse while another `dvc` command or stage runs."
     import fcntl, psutil
-    if not cfg.path('.dvc').is_dir(): yield; return   # not a DVC project: nothing to race
-    holders = dvc_holders(cfg)
-    mine = {p.pid for p in psutil.Process().parents()}
-    if mine & set(holders): yield; return   # DVC started this stage and holds its locks
-    for pid, cmd in holders.items():
+    holders = dvc_holders(cfg) if cfg.path('.dvc').is_dir() else {}
+    if not cfg.path('.dvc').is_dir() or {p.pid for p in psutil.Process().parents()} & set(holders):
+        yield   # not a DVC project, or DVC started this stage and holds its locks
+        return
+    if holders:
+        pid, cmd = next(iter(holders.items()))
         raise StageFailed(f"stage {stage}: `{cmd}` (pid {pid}) is running in this project; "
                           f"wait for it to finish instead of starting the stage beside it")
     lock = cfg.path('.dvc', 'tmp', 'lock')
@@ -307,7 +315,8 @@ def pipeline_lock(stage:str, # the stage about to run
     try:
         try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # DVC's own repo lock (zc.lockfile uses flock too)
         except BlockingIOError:
-            raise StageFailed(f"stage {stage}: another `dvc` command or stage holds {lock}; wait for it to finish") from None
+            msg = f"stage {stage}: another `dvc` command or stage holds {lock}; wait for it to finish"
+            raise StageFailed(msg) from None
         yield
     finally: os.close(fd)
 
@@ -354,7 +363,7 @@ class _Guard:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                self.old[s] = signal.signal(s, lambda signum, frame: self.abort(signal.Signals(signum).name, 128+signum))
+                self.old[s] = signal.signal(s, lambda n, frame: self.abort(signal.Signals(n).name, 128 + n))
         threading.Thread(target=self._watch, daemon=True).start()
         return self
     def __exit__(self, *exc):
@@ -490,11 +499,17 @@ def dvc_repro(cfg:Config, # the project
     p = subprocess.Popen(cmd, cwd=cfg.root, env=env, text=True, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT if quiet else None)
     kept = []
-    for line in drop_hints(p.stdout):
-        if quiet: kept.append(line)
-        else: print(line, end='', flush=True)
-    rc = p.wait()
+    try:
+        for line in drop_hints(p.stdout):
+            if quiet: kept.append(line)
+            else: print(line, end='', flush=True)
+        rc = p.wait()
+    except KeyboardInterrupt:   # Ctrl-C reached DVC and its stage too: give them a bounded while to stop
+        try: p.wait(timeout=60)
+        except subprocess.TimeoutExpired: p.kill()
+        raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` interrupted") from None
     if rc and check:
         last = ''.join(kept).strip().splitlines()[-1:] if quiet else []
-        raise ReproFailed(f"`dvc repro {' '.join(targets)}` failed with status {rc}" + (f": {last[0]}" if last else ''))
+        why = f": {last[0]}" if last else ''
+        raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` failed with status {rc}{why}")
     return rc

@@ -132,7 +132,7 @@ def log_torch_model(model, # a torch module with `features()` (see `train`)
     import mlops_workbench
     cfg = cfg or load_config(); ensure_store(cfg)
     mlflow.set_tracking_uri(cfg.tracking_uri); mlflow.set_registry_uri(cfg.tracking_uri)
-    with torch.no_grad(): out = model(torch.as_tensor(X_example)).numpy()
+    with torch.no_grad(): out = model(torch.as_tensor(X_example.copy())).numpy()   # copy: arrays may be read-only
     reqs = [f'torch=={torch.__version__.split("+")[0]}', f'mlops-workbench=={mlops_workbench.__version__}']
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(model, name='model', signature=infer_signature(X_example, out), input_example=X_example,

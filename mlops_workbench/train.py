@@ -146,7 +146,8 @@ def train_model(model:nn.Module, # model from `build_model` (its `norm` is fitte
 def _batched(fn, width:int, X:np.ndarray, batch_size:int, device:str, model:nn.Module) -> np.ndarray:
     "Apply `fn(model, xb)` to `X` in batches on `device`; an empty `X` gives an empty [0, width] array."
     dev = pick_device(device); model = model.to(dev).eval()
-    out = [fn(model, torch.as_tensor(X[i:i+batch_size], dtype=torch.float32).to(dev)).cpu() for i in range(0, len(X), batch_size)]
+    out = [fn(model, torch.as_tensor(np.array(X[i:i+batch_size], dtype=np.float32)).to(dev)).cpu()   # a copy: X may be
+           for i in range(0, len(X), batch_size)]   # read-only (torch warns into every report)
     return torch.cat(out).numpy() if out else np.zeros((0, width), dtype='float32')
 
 def predict_proba(model:nn.Module, X:np.ndarray, batch_size:int=1024, device:str='cpu') -> np.ndarray:

@@ -74,7 +74,9 @@ def create_collection(client, name:str, # collection name
     for f in ('label', 'split', 'prediction', 'run_id', 'data_fingerprint'): s.add_field(f, DataType.VARCHAR, max_length=512)
     s.add_field('model_version', DataType.INT64)
     ip = client.prepare_index_params(); ip.add_index(field_name='vector', index_type='AUTOINDEX', metric_type='L2')
-    client.create_collection(name, schema=s, index_params=ip)
+    client.create_collection(name, schema=s)   # not index_params=: its wait calls AllocTimestamp (Milvus Lite lacks it)
+    client.create_index(name, ip, sync=False)   # (a NotImplementedError traceback in every embed report)
+    client.load_collection(name)
 
 def insert_embeddings(client, name:str, # collection
                       vectors:np.ndarray, # [n, dim] float32
