@@ -6,8 +6,8 @@
 __all__ = ['CHAMPION', 'CHALLENGER', 'PREVIOUS', 'ROLES', 'TAG_CONTENT', 'TAG_WEIGHTS', 'TAG_FILES', 'TAG_ROLES', 'TAG_VERSION',
            'TAG_REUSES', 'RegistryError', 'RegistryWarning', 'audit_path', 'whoami', 'append_audit', 'read_audit',
            'verify_audit', 'aliases', 'versions', 'verify_version', 'model_files_ok', 'check_version', 'registry_lock',
-           'move_alias', 'on_new_version', 'promote', 'rollback', 'content_key', 'find_version', 'register_model',
-           'history', 'format_history', 'version_info', 'tag_version', 'training_ids']
+           'move_alias', 'on_new_version', 'promote', 'rollback', 'content_key', 'find_version', 'register_logged',
+           'register_model', 'history', 'format_history', 'version_info', 'tag_version', 'training_ids', 'record_gate']
 
 # %% ../nbs/10_registry.ipynb #825bf442
 import contextlib, getpass, hashlib, json, os, socket, time, warnings
@@ -234,16 +234,20 @@ def _transient(e:Exception) -> bool:
     return any(s in str(e) for s in ('database is locked', 'UNIQUE constraint failed', 'IntegrityError', 'deadlock'))
 
 # %% ../nbs/10_registry.ipynb #4ea0b26c
-def _create_version(run, key:str, weights:str, info, cfg:Config, tags:dict|None):
+class _NoModel(RegistryError):
+    "A version must be created but no logged model was given."
+
+def _create_version(run, key:str, weights:str, model_id:str|None, cfg:Config, tags:dict|None):
     "Create the version for `run` (lineage, content and file hashes as tags) and give it its roles; under the lock."
     c = get_client(cfg); name = cfg.model_name
     if not c.search_registered_models(f"name='{name}'"): c.create_registered_model(name, description='Registered by mlops-workbench')
     mv = _run_version(run.info.run_id, cfg)
     if mv is None:
-        files = artifact_hashes(c.get_logged_model(info.model_id).artifact_location)
+        if model_id is None: raise _NoModel(f"run {run.info.run_id}: no logged model to register")
+        files = artifact_hashes(c.get_logged_model(model_id).artifact_location)
         t = {k: v for k, v in run.data.tags.items() if k in (TAG_COMMIT, TAG_DATA)}
         t |= {TAG_CONTENT: key, TAG_WEIGHTS: weights, TAG_FILES: json.dumps(files, sort_keys=True)} | (tags or {})
-        mv = c.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=t, model_id=info.model_id)
+        mv = c.create_model_version(name, f'models:/{model_id}', run_id=run.info.run_id, tags=t, model_id=model_id)
     if TAG_ROLES not in (mv.tags or {}):
         on_new_version(int(mv.version), cfg)
         c.set_model_version_tag(name, str(mv.version), TAG_ROLES, 'yes')
@@ -257,31 +261,46 @@ def _reuse(version:int, run_id:str, cfg:Config):
     c.set_model_version_tag(cfg.model_name, str(version), f'mlwb.reproduced_by.{run_id}', datetime.now(timezone.utc).isoformat(timespec='seconds'))
     return c.get_model_version(cfg.model_name, str(version))
 
-def register_model(model, # a trained torch module
-                   X_example, # a few raw input rows (numpy float32)
-                   run_id:str, # the training run (its params and data fingerprint are part of the content)
-                   cfg:Config|None=None, # workbench config
-                   tags:dict|None=None, # extra tags for a new version
-                   tries:int=5, # attempts when the store reports a conflict
-                  ): # the `ModelVersion` (a reused one has `run_id` != `run_id`)
-    "Register `model` from `run_id` as a new version with its roles, or reuse the sound version with the same content."
-    cfg = cfg or load_config(); ensure_store(cfg); c = get_client(cfg)
-    run = c.get_run(run_id); weights = weights_sha256(model)
-    key = content_key(weights, run.data.tags.get(TAG_DATA), {k: v for k, v in run.data.params.items() if '.' not in k})
-    info = None
-    if _run_version(run_id, cfg) is None and find_version(key, cfg) is None:   # optimistic: log outside the lock
-        info = log_torch_model(model, X_example, run_id, cfg)
+def _content(run, weights:str) -> str:
+    "The content key of a model with weights hash `weights` trained by `run` (its own params, its data fingerprint)."
+    return content_key(weights, run.data.tags.get(TAG_DATA), {k: v for k, v in run.data.params.items() if '.' not in k})
+
+def register_logged(run_id:str, # the training run that logged the model
+                    model_id:str|None, # MLflow's id of the logged model (`ModelInfo.model_id`)
+                    weights:str, # its `tracking.weights_sha256`
+                    cfg:Config|None=None, # workbench config
+                    tags:dict|None=None, # extra tags for a new version
+                    tries:int=5, # attempts when the store reports a conflict
+                   ): # the `ModelVersion` (a reused one has another `run_id`)
+    "Register a logged model as a new version with its roles, or link the run to the sound version with the same content."
+    cfg = cfg or load_config(); ensure_store(cfg)
+    run = get_client(cfg).get_run(run_id); key = _content(run, weights)
     for attempt in range(tries):
         try:
             with registry_lock(cfg):
                 if _run_version(run_id, cfg) is None:
                     same = find_version(key, cfg)
                     if same is not None: return _reuse(same, run_id, cfg)
-                    info = info or log_torch_model(model, X_example, run_id, cfg)   # the version to reuse broke meanwhile
-                return _create_version(run, key, weights, info, cfg, tags)
+                return _create_version(run, key, weights, model_id, cfg, tags)
         except Exception as e:
             if not _transient(e) or attempt == tries - 1: raise
             time.sleep(0.2 * (attempt + 1))
+
+def register_model(model, # a trained torch module
+                   X_example, # a few raw input rows (numpy float32)
+                   run_id:str, # the training run (its params and data fingerprint are part of the content)
+                   cfg:Config|None=None, # workbench config
+                   tags:dict|None=None, # extra tags for a new version
+                  ): # the `ModelVersion` (a reused one has another `run_id`)
+    "Log `model` to `run_id` and register it (`register_logged`), unless a sound version has the same content."
+    cfg = cfg or load_config(); ensure_store(cfg)
+    weights = weights_sha256(model); key = _content(get_client(cfg).get_run(run_id), weights)
+    model_id = None
+    if _run_version(run_id, cfg) is None and find_version(key, cfg) is None:   # log outside the lock
+        model_id = log_torch_model(model, X_example, run_id, cfg).model_id
+    try: return register_logged(run_id, model_id, weights, cfg, tags)
+    except _NoModel:   # the version it would have reused broke meanwhile
+        return register_logged(run_id, log_torch_model(model, X_example, run_id, cfg).model_id, weights, cfg, tags)
 
 # %% ../nbs/10_registry.ipynb #b345efaa
 def history(cfg:Config|None=None, # workbench config
@@ -320,3 +339,16 @@ def training_ids(version:int, cfg:Config|None=None) -> set|None:
     "Ids of the examples a version trained on (recorded by the gate stage), or None if never recorded."
     cfg = cfg or load_config(); ids = run_json(get_client(cfg).get_model_version(cfg.model_name, str(version)).run_id, 'gate/train_ids.json', cfg)
     return None if ids is None else set(map(str, ids))
+
+# %% ../nbs/10_registry.ipynb #ab4e9772
+def record_gate(challenger:int, # the version that went through the gate
+                decision:dict, # the gate's decision (see `gate`)
+                evidence:str, # where the evidence is, e.g. 'runs:/<run>/gate/evidence.json'
+                cfg:Config|None=None) -> dict: # the roles afterwards
+    "Tag the challenger with the gate's decision and promote it when the decision calls for it."
+    from mlops_workbench.gate import promotion_due
+    cfg = cfg or load_config()
+    tag_version(challenger, {'mlwb.gate.passed': decision['passed'], 'mlwb.gate.champion': decision.get('champion_version'),
+                             'mlwb.gate.evidence': evidence}, cfg)
+    if promotion_due(decision): promote(challenger, f"gate passed: {decision['reasons'][0]}", evidence, action='gate', cfg=cfg)
+    return aliases(cfg)
