@@ -129,7 +129,7 @@ def _warned(fn, *args):
     return out
 
 def cmd_promote(args):
-    "Make a version champion (the old champion becomes `previous`, unless broken); audited, idempotent; refuses a broken version."
+    "Make a version champion (the old one becomes `previous` unless broken); audited, idempotent; refuses a broken one."
     from mlops_workbench.registry import promote, aliases
     recs = _warned(promote, args.version, args.reason, args.evidence)
     _print_records(recs, f"version {args.version} is already champion: nothing changed")
@@ -176,7 +176,8 @@ def cmd_monitor(args):
     champion = aliases(cfg).get(CHAMPION)
     if champion is None: raise ValueError("no champion registered yet: run the pipeline first (`mlwb run`)")
     broken = verify_version(champion, cfg)
-    if broken: raise ValueError(f"the champion v{champion} {'; '.join(broken)}: run `mlwb doctor`, then `mlwb promote`/`rollback`")
+    if broken:
+        raise ValueError(f"the champion v{champion} {'; '.join(broken)}: run `mlwb doctor`, then `mlwb promote`/`rollback`")
     if not args.no_run: dvc_repro(cfg, 'monitor')
     d = cfg.path('data', 'monitoring', f"v{aliases(cfg).get(CHAMPION)}")
     reps = [read_json(p) for p in sorted(d.glob('*.json'))] if d.exists() else []
@@ -260,8 +261,9 @@ def dvc_cache_problems(root:Path, # the project root
             if not md5: continue
             entries = [(out['path'], md5)]
             if md5.endswith('.dir'):
-                if not obj(md5).is_file(): probs.append(f"{where}: directory object {md5} is not in the cache"); continue
-                if _md5(obj(md5)) != md5[:-4]: probs.append(f"{where}: directory object {md5} is corrupted"); continue
+                if not obj(md5).is_file() or _md5(obj(md5)) != md5[:-4]:
+                    probs.append(f"{where}: directory object {md5} is missing or corrupted")
+                    continue
                 entries = [(f"{out['path']}/{e['relpath']}", e['md5']) for e in json.loads(obj(md5).read_text())]
             for path, m in entries:
                 if not obj(m).is_file(): probs.append(f"{stage}: {path}: cache object {m} is missing")
@@ -276,7 +278,8 @@ def doctor_checks(cfg=None) -> list:
         v = roles.get(role)
         if v is None: out.append((role, role == R.PREVIOUS, f"no {role} version")); continue
         probs = R.verify_version(v, cfg, load=True)
-        out.append((role, not probs, f"v{v} " + ('loads, files match their recorded sha256' if not probs else '; '.join(probs))))
+        detail = '; '.join(probs) or 'loads, files match their recorded sha256'
+        out.append((role, not probs, f"v{v} {detail}"))
     try: out.append(('audit log', True, f"{R.verify_audit(R.audit_path(cfg))} records, hash chain intact"))
     except (R.RegistryError, ValueError) as e: out.append(('audit log', False, str(e)))
     if roles.get(R.CHAMPION) is not None: out.append(_vectors_check(roles[R.CHAMPION], cfg))
@@ -293,7 +296,8 @@ def _vectors_check(version:int, cfg) -> tuple:
     if want is None: return ('vectors', True, f"v{version} was not embedded yet (no embed_count on its run)")
     try: have = vectors.count(vectors.connect(cfg), name)
     except vectors.VectorStoreBusy as e: return ('vectors', True, f"not checked: {e}")
-    except Exception as e: return ('vectors', False, f"collection {name} cannot be read ({str(e).splitlines()[0][:200]})")
+    except Exception as e:
+        return ('vectors', False, f"collection {name} cannot be read ({(str(e).splitlines() or [''])[0][:200]})")
     return ('vectors', have == int(want), f"collection {name}: {have} vectors, {int(want)} expected")
 
 def cmd_doctor(args):
@@ -306,7 +310,7 @@ def cmd_doctor(args):
 
 def add_doctor_command(add):
     "Register `mlwb doctor` on the parser."
-    s = add('doctor', cmd_doctor, 'check that the champion and previous load and match their hashes, vectors and DVC cache')
+    s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
     s.add_argument('--json', action='store_true', help='print JSON')
 
 # %% ../nbs/90_cli.ipynb #66f80383

@@ -101,7 +101,8 @@ def first_decision(challenger:int, champion:int|None, # versions
     "The decision recorded when there is nothing to compare the challenger with (it is, or becomes, champion)."
     why = ('first registered version: champion without a comparison' if n_versions == 1
            else f'v{challenger} was already champion when the gate ran: nothing to compare')
-    return dict(first=True, passed=True, champion_version=champion, challenger_version=challenger, n=int(n), reasons=[why])
+    return dict(first=True, passed=True, champion_version=champion, challenger_version=challenger, n=int(n),
+                reasons=[why])
 
 def held_out(ids, # ids of the evaluation examples
              seen:set|None, # ids the champion trained on (None: never recorded)
@@ -119,8 +120,8 @@ def compare_decision(y:np.ndarray, # true classes of the evaluation examples
                      **kw, # `gate_decision` settings (metric, margin, per_class_tolerance, ci, n_boot, seed)
                     ) -> dict:
     "The comparison on the examples neither model trained on, with what was excluded."
-    return dict(first=False, champion_version=champion, challenger_version=challenger, champion_training_ids_known=seen_known,
-                excluded_seen_by_champion=int((~held).sum()),
+    return dict(first=False, champion_version=champion, challenger_version=challenger,
+                champion_training_ids_known=seen_known, excluded_seen_by_champion=int((~held).sum()),
                 **gate_decision(np.asarray(y)[held], pred_champion, np.asarray(pred_challenger)[held], classes, **kw))
 
 def promotion_due(decision:dict) -> bool:
@@ -133,7 +134,8 @@ def gate_summary(decision:dict, # the decision
                 ) -> dict: # what `metrics/gate.json` holds
     "The headline of a gate decision."
     keys = ('n', 'metric', 'delta', 'ci_low', 'ci_high', 'mcnemar_p', 'excluded_seen_by_champion')
-    return dict(challenger=challenger, champion_before=champion_before, champion=champion_after, passed=decision['passed'],
+    return dict(challenger=challenger, champion_before=champion_before, champion=champion_after,
+                passed=decision['passed'],
                 **{k: decision[k] for k in keys if k in decision},
                 **{f'{k}_score': decision[k] for k in ('champion', 'challenger') if k in decision},
                 reasons=decision['reasons'], regressed_classes=decision.get('regressed_classes', {}), evidence=evidence)
