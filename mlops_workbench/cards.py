@@ -92,7 +92,8 @@ def card_facts(version:int, # registered version
                lock:bool=True, # include dvc.lock entries (only right when the version comes from the current dvc.lock)
               ) -> dict:
     "Gather a version's facts from the registry, its run, the gate's evidence and `dvc.lock`."
-    from mlops_workbench.registry import version_info, history, run_json
+    from mlops_workbench.registry import version_info, history
+    from mlops_workbench.tracking import run_json
     from mlops_workbench.tracking import TAG_COMMIT, TAG_DATA
     cfg = cfg or load_config(); info = version_info(version, cfg)
     cp = {**(cfg.params.get('gate') or {}), **(card_params or {})}

@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server',
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
-           'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'build_parser', 'main']
+           'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
+           'add_doctor_command', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -113,17 +114,26 @@ def _print_records(recs:list, none_msg:str):
     from mlops_workbench.registry import format_history
     print(format_history(recs) if recs else none_msg)
 
+def _warned(fn, *args):
+    "Call `fn`, printing each warning it raises as one line on stderr."
+    import warnings
+    with warnings.catch_warnings(record=True) as ws:
+        warnings.simplefilter('always')
+        out = fn(*args)
+    for w in ws: print(f"mlwb: warning: {w.message}", file=sys.stderr)
+    return out
+
 def cmd_promote(args):
-    "Make a version champion (the old champion becomes `previous`); audited, idempotent."
+    "Make a version champion (the old one becomes `previous` unless broken); audited, idempotent; refuses a broken one."
     from mlops_workbench.registry import promote, aliases
-    recs = promote(args.version, args.reason, args.evidence)
+    recs = _warned(promote, args.version, args.reason, args.evidence)
     _print_records(recs, f"version {args.version} is already champion: nothing changed")
     print(f"roles: {aliases()}"); return 0
 
 def cmd_rollback(args):
     "Make `previous` (or --to VERSION) champion again; audited, idempotent."
     from mlops_workbench.registry import rollback, aliases
-    recs = rollback(args.reason, args.to)
+    recs = _warned(rollback, args.reason, args.to)
     _print_records(recs, "already rolled back: nothing changed")
     print(f"roles: {aliases()}"); return 0
 
@@ -156,8 +166,13 @@ def cmd_simulate(args):
 def cmd_monitor(args):
     "Check new batches for drift (`dvc repro monitor`) and print every batch's verdict."
     from mlops_workbench.loop import dvc_repro
-    from mlops_workbench.registry import aliases, CHAMPION
+    from mlops_workbench.registry import aliases, verify_version, CHAMPION
     cfg = load_config()
+    champion = aliases(cfg).get(CHAMPION)
+    if champion is None: raise ValueError("no champion registered yet: run the pipeline first (`mlwb run`)")
+    broken = verify_version(champion, cfg)
+    if broken:
+        raise ValueError(f"the champion v{champion} {'; '.join(broken)}: run `mlwb doctor`, then `mlwb promote`/`rollback`")
     if not args.no_run: dvc_repro(cfg, 'monitor')
     d = cfg.path('data', 'monitoring', f"v{aliases(cfg).get(CHAMPION)}")
     reps = [read_json(p) for p in sorted(d.glob('*.json'))] if d.exists() else []
@@ -217,6 +232,82 @@ def add_ops_commands(add):
     s.add_argument('--no-retrain', action='store_true', help='check only')
     s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
 
+# %% ../nbs/90_cli.ipynb #2d667cca
+def _md5(p:Path) -> str:
+    "The md5 of a file, read in chunks."
+    import hashlib
+    h = hashlib.md5()
+    with open(p, 'rb') as f:
+        for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
+    return h.hexdigest()
+
+def dvc_cache_problems(root:Path, # the project root
+                      ) -> list: # one line per missing or corrupted cache object
+    "Outputs in `dvc.lock` whose DVC cache objects are missing or do not match their md5."
+    import yaml
+    lock = root/'dvc.lock'
+    if not lock.exists(): return []
+    cache = root/'.dvc'/'cache'/'files'/'md5'
+    def obj(md5): return cache/md5[:2]/md5[2:]
+    probs = []
+    for stage, s in (yaml.safe_load(lock.read_text(encoding='utf-8')).get('stages') or {}).items():
+        for out in s.get('outs') or []:
+            md5, where = str(out.get('md5') or ''), f"{stage}: {out.get('path')}"
+            if not md5: continue
+            entries = [(out['path'], md5)]
+            if md5.endswith('.dir'):
+                if not obj(md5).is_file() or _md5(obj(md5)) != md5[:-4]:
+                    probs.append(f"{where}: directory object {md5} is missing or corrupted")
+                    continue
+                entries = [(f"{out['path']}/{e['relpath']}", e['md5']) for e in json.loads(obj(md5).read_text())]
+            for path, m in entries:
+                if not obj(m).is_file(): probs.append(f"{stage}: {path}: cache object {m} is missing")
+                elif _md5(obj(m)) != m: probs.append(f"{stage}: {path}: cache object {m} is corrupted (md5 differs)")
+    return probs
+
+def doctor_checks(cfg=None) -> list:
+    "Health checks of the project: [(check, ok, detail)]."
+    from mlops_workbench import registry as R
+    cfg = cfg or load_config(); roles = R.aliases(cfg); out = []
+    for role in (R.CHAMPION, R.PREVIOUS):
+        v = roles.get(role)
+        if v is None: out.append((role, role == R.PREVIOUS, f"no {role} version")); continue
+        probs = R.verify_version(v, cfg, load=True)
+        detail = '; '.join(probs) or 'loads, files match their recorded sha256'
+        out.append((role, not probs, f"v{v} {detail}"))
+    try: out.append(('audit log', True, f"{R.verify_audit(R.audit_path(cfg))} records, hash chain intact"))
+    except (R.RegistryError, ValueError) as e: out.append(('audit log', False, str(e)))
+    if roles.get(R.CHAMPION) is not None: out.append(_vectors_check(roles[R.CHAMPION], cfg))
+    probs = dvc_cache_problems(cfg.root)
+    out.append(('dvc cache', not probs, '; '.join(probs) or 'every dvc.lock output is in the cache with its md5'))
+    return out
+
+def _vectors_check(version:int, cfg) -> tuple:
+    "The champion's Milvus collection exists and holds the count its embed stage recorded."
+    from mlops_workbench import vectors
+    from mlops_workbench.tracking import get_client
+    run = get_client(cfg).get_run(get_client(cfg).get_model_version(cfg.model_name, str(version)).run_id)
+    want, name = run.data.metrics.get('embed_count'), vectors.collection_name(cfg.model_name, version)
+    if want is None: return ('vectors', True, f"v{version} was not embedded yet (no embed_count on its run)")
+    try: have = vectors.count(vectors.connect(cfg), name)
+    except vectors.VectorStoreBusy as e: return ('vectors', True, f"not checked: {e}")
+    except Exception as e:
+        return ('vectors', False, f"collection {name} cannot be read ({(str(e).splitlines() or [''])[0][:200]})")
+    return ('vectors', have == int(want), f"collection {name}: {have} vectors, {int(want)} expected")
+
+def cmd_doctor(args):
+    "Check the champion and previous versions, the audit log, the champion's vectors and the DVC cache."
+    checks = doctor_checks()
+    if args.json: print(json.dumps([dict(check=c, ok=ok, detail=d) for c, ok, d in checks], indent=2))
+    else:
+        for c, ok, d in checks: print(f"{'ok' if ok else 'FAIL':<5} {c:<10} {d}")
+    return 0 if all(ok for _, ok, _ in checks) else 1
+
+def add_doctor_command(add):
+    "Register `mlwb doctor` on the parser."
+    s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
+    s.add_argument('--json', action='store_true', help='print JSON')
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -252,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = add('ui', cmd_ui, 'start the MLflow UI on the project store')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
     add_ops_commands(add)
+    add_doctor_command(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791

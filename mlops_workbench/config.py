@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['PARAMS_FILE', 'DEFAULTS', 'NotAProject', 'find_root', 'read_params', 'Config', 'load_config', 'atomic_write',
-           'write_json', 'read_json', 'dvc_outputs', 'git_commit']
+           'write_json', 'read_json', 'file_lock', 'dvc_outputs', 'git_commit']
 
 # %% ../nbs/00_config.ipynb #090267c7
-import contextlib, json, os, subprocess, tempfile
+import contextlib, fcntl, json, os, subprocess, sys, tempfile, threading, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,6 +126,50 @@ def read_json(path:str|Path):
     "Read a JSON file; one that is not UTF-8 JSON raises `ValueError` naming it."
     try: return json.loads(Path(path).read_text(encoding='utf-8'))
     except (UnicodeDecodeError, json.JSONDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
+
+# %% ../nbs/00_config.ipynb #184f66b2
+_HELD = threading.local()
+
+@contextlib.contextmanager
+def file_lock(path:str|Path, # the lock file (created with its folder)
+              timeout:float=300, # seconds to wait before giving up (0: do not wait)
+              error:type=TimeoutError, # the exception raised when the wait runs out
+              message:str|None=None, # its text: may use {path}, {holder} and {timeout}
+             ):
+    "An exclusive advisory lock on `path`: bounded wait, re-entrant in a thread, released when the process dies."
+    path = Path(path)
+    held = _HELD.__dict__.setdefault('depth', {})
+    if held.get(str(path)):
+        held[str(path)] += 1
+        try:
+            yield
+        finally:
+            held[str(path)] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, 'a+') as f:
+        t0 = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - t0 >= timeout:
+                    f.seek(0)
+                    holder = f.read().strip() or 'another process'
+                    msg = message or "{path}: still locked by {holder} after {timeout:.0f}s"
+                    raise error(msg.format(path=path, holder=holder, timeout=timeout)) from None
+                time.sleep(0.05)
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})")
+        f.flush()
+        held[str(path)] = 1
+        try:
+            yield
+        finally:
+            held.pop(str(path), None)
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/00_config.ipynb #16791a2b
 def dvc_outputs(root:str|Path, # project root holding `dvc.yaml`

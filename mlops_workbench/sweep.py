@@ -121,14 +121,13 @@ def open_study(path:str|Path, # the journal file (sweeps/<name>.journal)
                pruner:dict|None=None, # `make_pruner` arguments
               ):
     "Context manager: the persisted study (created or resumed), locked against a second driver."
-    import fcntl, optuna
+    import optuna
+    from mlops_workbench.config import file_lock
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix('.lock'), 'a+') as lock:
-        try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError: raise SweepError(f"{path}: another sweep driver is running this study") from None
+    with file_lock(path.with_suffix('.lock'), 0, SweepError, f"{path}: another sweep driver is running this study"):
         storage = JournalStorage(JournalFileBackend(str(path)))
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials, multivariate=True)
         yield optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler,

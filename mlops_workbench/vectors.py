@@ -10,7 +10,7 @@ __all__ = ['FIELDS', 'VectorStoreBusy', 'NotInStore', 'connect', 'collection_nam
 import fcntl, os, re, sys, time
 from pathlib import Path
 import numpy as np
-from .config import Config, load_config
+from .config import Config, load_config, file_lock
 
 # %% ../nbs/05_vectors.ipynb #8c67ac3c
 class VectorStoreBusy(RuntimeError):
@@ -24,18 +24,10 @@ _LOCKS, _CLIENTS = {}, {}
 def _lock_lite(path:Path, wait:float):
     lock = path.with_name(path.name + '.lock')
     if str(lock) in _LOCKS: return
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    f = open(lock, 'a+'); t0 = time.monotonic()
-    while True:
-        try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB); break
-        except BlockingIOError:
-            if time.monotonic() - t0 >= wait:
-                f.seek(0); holder = f.read().strip() or 'another process'; f.close()
-                raise VectorStoreBusy(f"Milvus Lite data directory {path} is open in {holder}; Milvus Lite admits one process at a time. "
-                    f"Wait for it to finish (or restart that notebook's kernel), or share the directory: run `mlwb milvus-server` "
-                    f"and set MILVUS_URI=http://127.0.0.1:19530") from None
-            time.sleep(0.1)
-    f.seek(0); f.truncate(); f.write(f"process {os.getpid()} ({' '.join(sys.argv)[:200]})"); f.flush()
+    f = file_lock(lock, wait, VectorStoreBusy, f"Milvus Lite data directory {path} is open in {{holder}}; Milvus Lite admits one "
+        "process at a time. Wait for it to finish (or restart that notebook's kernel), or share the directory: run "
+        "`mlwb milvus-server` and set MILVUS_URI=http://127.0.0.1:19530")
+    f.__enter__()
     _LOCKS[str(lock)] = f   # held until this process exits, like Milvus Lite's own hold on the directory
 
 def connect(cfg:Config|None=None, # workbench config (default: `load_config()`)

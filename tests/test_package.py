@@ -78,7 +78,8 @@ assert 'site-packages' in mlops_workbench.__file__, mlops_workbench.__file__
 from mlops_workbench.config import load_config
 from mlops_workbench.data import ingest, Schema, split_dataset, to_arrays
 from mlops_workbench.train import seed_everything, build_model, train_model, embed
-from mlops_workbench.tracking import stage_run, log_metrics, log_torch_model, load_torch_model
+from mlops_workbench.tracking import stage_run, log_metrics, load_torch_model
+from mlops_workbench.registry import register_model
 from mlops_workbench import vectors
 cfg = load_config('.')     # no project here: the root is named explicitly (load_config() alone refuses)
 clean, rej, schema = ingest('digits', Schema())
@@ -86,7 +87,7 @@ splits = split_dataset(clean, seed=0); meta = dict(classes=list(range(10)), feat
 (X, y), (Xv, yv) = to_arrays(splits['train'], meta), to_arrays(splits['val'], meta)
 seed_everything(0, 1); m = build_model('mlp', 64, 10, [16])
 with stage_run('train', {'epochs': 3}, 'fp', cfg=cfg) as (c, rid):
-    h = train_model(m, X, y, Xv, yv, epochs=3, lr=1e-2, progress=False); log_metrics(c, rid, h); mv = log_torch_model(m, X[:3], rid, cfg=cfg)
+    h = train_model(m, X, y, Xv, yv, epochs=3, lr=1e-2, progress=False); log_metrics(c, rid, h); mv = register_model(m, X[:3], rid, cfg=cfg)
 back = load_torch_model(mv.version, cfg)
 cl = vectors.connect(cfg); vectors.create_collection(cl, 'c', 16)
 E = embed(back, X)

@@ -35,12 +35,13 @@ import json, os, shutil, numpy as np
 from pathlib import Path
 from mlops_workbench.config import load_config
 from mlops_workbench.train import build_model
-from mlops_workbench.tracking import stage_run, log_torch_model, get_client
+from mlops_workbench.tracking import stage_run, get_client
+from mlops_workbench.registry import register_model
 from mlops_workbench import registry as R
 os.environ['MLWB_USER'] = 'tester'
 cfg = load_config('.', env={}); X = np.zeros((2, 4), dtype='float32'); out = {}
 for _ in range(3):
-    with stage_run('train', cfg=cfg) as (c, rid): log_torch_model(build_model('mlp', 4, 3, hidden=[5]), X, rid, cfg=cfg)
+    with stage_run('train', cfg=cfg) as (c, rid): register_model(build_model('mlp', 4, 3, hidden=[5]), X, rid, cfg=cfg)
 out['registered'] = R.aliases(cfg)
 R.promote(2, 'better on held-out data', 'runs:/x/gate/evidence.json', cfg=cfg); out['promoted'] = R.aliases(cfg)
 R.promote(3, 'even better', cfg=cfg); out['promoted3'] = R.aliases(cfg)
