@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'SPLITS', 'DataFileError', 'Schema', 'digits_schema', 'load_digits_frame',
-           'read_table', 'check_columns', 'validate_rows', 'describe_rejections', 'ingest', 'split_dataset',
-           'fingerprint', 'replace_dir', 'save_prepared', 'load_prepared', 'to_arrays', 'write_quarantine']
+           'read_table', 'check_columns', 'label_key', 'validate_rows', 'describe_rejections', 'ingest',
+           'split_dataset', 'fingerprint', 'replace_dir', 'save_prepared', 'load_prepared', 'to_arrays',
+           'write_quarantine']
 
 # %% ../nbs/01_data.ipynb #8f153ceb
 import csv, hashlib, io, os, shutil, tempfile
@@ -117,6 +118,11 @@ def _label_key(v):
         if np.isfinite(f) and f == int(f): return str(int(f))
     except (TypeError, ValueError): pass
     return str(v)
+
+# %% ../nbs/01_data.ipynb #90ce4ad2
+def label_key(v) -> str: # a label as read: 3, 3.0, ' 3' and '3' give '3'
+    "The canonical text form of a label, so that labels read from different files agree (public name of `_label_key`)."
+    return _label_key(v)
 
 # %% ../nbs/01_data.ipynb #c252ebc2
 def validate_rows(df:pd.DataFrame, # the table as read (text or typed cells)
