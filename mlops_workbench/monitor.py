@@ -89,7 +89,7 @@ def drift_figure(rep:dict, # from `check_batch`
     ax[2].hist(ref['calib'], bins=30, density=True, alpha=.5, label='held-out (calibration)')
     ax[2].hist(rep['embedding']['distances'], bins=30, density=True, alpha=.5, label='batch')
     ax[2].axvline(e['calib_p95'], color='k', ls='--', lw=1, label='calibration p95')
-    ax[2].set(title=f"neighbour distance (KS p={e['p_value']:.1e})", xlabel='mean squared L2 to k nearest training examples'); ax[2].legend(fontsize=7)
+    ax[2].set(title=f"neighbour distance (KS p={e['p_value']:.1e})", xlabel='mean L2 distance to k nearest training examples'); ax[2].legend(fontsize=7)
     w = 0.4; x = np.arange(len(ref['classes']))
     ax[3].bar(x - w/2, rep['predictions']['ref_share'], w, label='training'); ax[3].bar(x + w/2, rep['predictions']['batch_share'], w, label='batch')
     ax[3].set(xticks=x, xticklabels=ref['classes'], title=f"predicted classes (chi² p={rep['predictions']['p_value']:.1e})"); ax[3].legend(fontsize=7)
@@ -114,7 +114,8 @@ def log_check(rep:dict, fig, # a check from `check_batch` (with `batch`, `model_
     "Log a batch check to MLflow as a monitoring run: its numbers, its report and its figure."
     from mlops_workbench.tracking import stage_run, log_metrics, log_figure
     from mlops_workbench.registry import log_run_json
-    tags = {'mlwb.batch': rep['batch'], 'mlwb.model_version': str(rep['model_version']), 'mlwb.drift': str(rep['drift'])}
+    tags = {'mlwb.batch': rep['batch'], 'mlwb.model_version': str(rep['model_version']),
+            'mlwb.drift': str(rep['drift'])}
     with stage_run('monitor', params, fingerprint, tags=tags, cfg=cfg) as (mc, run_id):
         log_metrics(mc, run_id, summary(rep))
         log_run_json(run_id, 'monitor/report.json', to_json(rep), cfg)
@@ -136,7 +137,8 @@ def check_batches(paths:list, # batch files (see `batches.write_batch`)
     for p in paths:
         df, info = read_batch(p, meta)
         rep = check_batch(ref, df, model, client, collection, alpha, psi_bins, psi_min, batch_size)
-        rep.update(batch=Path(p).stem, batch_info=info, model_version=champion, data_fingerprint=meta.get('fingerprint'))
+        rep.update(batch=Path(p).stem, batch_info=info, model_version=champion,
+                   data_fingerprint=meta.get('fingerprint'))
         fig = drift_figure(rep, ref, meta.get('image_shape'), f"{rep['batch']} vs champion v{champion}")
         rep['run_id'] = log(rep, fig) if log else None
         write_json(Path(out_dir)/f"{rep['batch']}.json", to_json(rep))
@@ -167,7 +169,8 @@ def monitor_champion(cfg:Config|None=None, # workbench config (default: `load_co
     ref = fit_reference(net, splits, meta, client, coll, k, batch_size)
     params = dict(alpha=alpha, psi_bins=psi_bins, psi_min=psi_min, k=k)
     def log(rep, fig): return log_check(rep, fig, params, meta['fingerprint'], cfg)
-    reps = check_batches(todo, ref, meta, net, client, coll, champion, out_dir, alpha, psi_bins, psi_min, batch_size, log, show)
+    reps = check_batches(todo, ref, meta, net, client, coll, champion, out_dir, alpha, psi_bins, psi_min, batch_size,
+                         log, show)
     return dict(champion=champion, out_dir=out_dir, reports=reps)
 
 def verdicts(out_dir:Path) -> pd.DataFrame:

@@ -113,7 +113,8 @@ def _matrix(x, what:str, dim:int|None=None, name:str='') -> np.ndarray:
     if a.dtype == object:
         try: a = np.asarray(a.tolist(), dtype='float64')
         except (TypeError, ValueError): pass
-    if a.dtype.kind not in 'iuf': raise VectorInputError(f"{what}: not a numeric array (dtype {a.dtype}, shape {a.shape})")
+    if a.dtype.kind not in 'iuf':
+        raise VectorInputError(f"{what}: not a numeric array (dtype {a.dtype}, shape {a.shape})")
     if a.ndim != 2: raise VectorInputError(f"{what}: expected a 2-D array [rows, width], got shape {a.shape}")
     if len(a) == 0: raise VectorInputError(f"{what}: no rows")
     if dim is not None and a.shape[1] != dim:
@@ -125,7 +126,8 @@ def _finite(a:np.ndarray, what:str, ids:list|None=None):
     bad = ~np.isfinite(a).all(1)
     if bad.any():
         i = int(np.flatnonzero(bad)[0]); who = f" (id {ids[i]!r})" if ids is not None else ''
-        raise VectorInputError(f"{what}: row {i}{who} has NaN or infinite values ({int(bad.sum())} such rows of {len(a)})")
+        raise VectorInputError(f"{what}: row {i}{who} has NaN or infinite values "
+                               f"({int(bad.sum())} such rows of {len(a)})")
 
 def _is_missing(v) -> bool: return v is None or (isinstance(v, (float, np.floating)) and np.isnan(v))
 
@@ -137,11 +139,13 @@ def _column(k:str, v, n:int) -> list:
     for i, x in enumerate(vals):
         if k == 'model_version':
             ok = not isinstance(x, (bool, np.bool_)) and not _is_missing(x) and isinstance(x, (int, float, np.number))
-            if not ok or float(x) != int(x): raise VectorInputError(f"field 'model_version': row {i} is {x!r}, not a whole number")
+            if not ok or float(x) != int(x):
+                raise VectorInputError(f"field 'model_version': row {i} is {x!r}, not a whole number")
             out.append(int(x)); continue
         if _is_missing(x) and k == 'id': raise VectorInputError(f"field 'id': row {i} has no id")
         s = x.decode() if isinstance(x, bytes) else str(x)
-        if len(s.encode()) > MAX_TEXT: raise VectorInputError(f"field {k!r}: row {i} is {len(s.encode())} bytes long (at most {MAX_TEXT})")
+        if len(s.encode()) > MAX_TEXT:
+            raise VectorInputError(f"field {k!r}: row {i} is {len(s.encode())} bytes long (at most {MAX_TEXT})")
         out.append(s)
     return out
 
@@ -158,7 +162,8 @@ def check_embeddings(vectors, # [n, dim] numbers
     cols = {k: _column(k, meta[k], len(V)) for k in FIELDS}
     seen = {}
     for i, x in enumerate(cols['id']):
-        if x in seen: raise VectorInputError(f"field 'id': {x!r} appears twice (rows {seen[x]} and {i}); ids must be unique")
+        if x in seen:
+            raise VectorInputError(f"field 'id': {x!r} appears twice (rows {seen[x]} and {i}); ids must be unique")
         seen[x] = i
     _finite(V, 'vectors', cols['id'])
     return V, cols
@@ -185,7 +190,8 @@ def existing_ids(client, name:str, ids:list, chunk:int=1000) -> set:
     found = set()
     for i in range(0, len(ids), chunk):
         q = f'id in [{_quoted(ids[i:i+chunk])}]'
-        found |= {r['id'] for r in _call(client, 'query', name, lambda: client.query(name, filter=q, output_fields=['id']))}
+        rows = _call(client, 'query', name, lambda: client.query(name, filter=q, output_fields=['id']))
+        found |= {r['id'] for r in rows}
     return found
 
 def build_index(client, name:str, # collection
@@ -222,8 +228,8 @@ def insert_embeddings(client, name:str, # collection
     ids, n = cols['id'], len(V)
     present = existing_ids(client, name, ids) if count(client, name) else set()
     if present and not replace:
-        raise VectorInputError(f"collection {name!r} already holds {len(present)} of these ids (e.g. {sorted(present)[:3]}); "
-                               f"pass replace=True to overwrite them")
+        raise VectorInputError(f"collection {name!r} already holds {len(present)} of these ids "
+                               f"(e.g. {sorted(present)[:3]}); pass replace=True to overwrite them")
     before = get_vectors(client, name, sorted(present)) if present else {}
     write, done = (client.upsert if present else client.insert), 0
     try:
@@ -298,7 +304,8 @@ def get_vectors(client, name:str, ids:list) -> dict:
     "Stored vectors and fields of the examples `ids` (id -> row)."
     open_collection(client, name)
     q = f'id in [{_quoted(ids)}]'
-    return {r['id']: r for r in _call(client, 'query', name, lambda: client.query(name, filter=q, output_fields=['vector', *FIELDS]))}
+    rows = _call(client, 'query', name, lambda: client.query(name, filter=q, output_fields=['vector', *FIELDS]))
+    return {r['id']: r for r in rows}
 
 def count(client, name:str) -> int:
     "Rows in a collection."
