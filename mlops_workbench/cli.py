@@ -166,7 +166,10 @@ def cmd_monitor(args):
     from mlops_workbench.registry import aliases, CHAMPION
     cfg = load_config()
     if not args.no_run: dvc_repro(cfg, 'monitor')
-    d = cfg.path('data', 'monitoring', f"v{aliases(cfg).get(CHAMPION)}")
+    from mlops_workbench.monitor import report_dir
+    champion = aliases(cfg).get(CHAMPION)
+    if champion is None: raise FileNotFoundError("no champion yet: run the pipeline first (`mlwb run`)")
+    d = report_dir(cfg, champion)
     reps = [read_json(p) for p in sorted(d.glob('*.json'))] if d.exists() else []
     if args.json: print(json.dumps([{k: r[k] for k in ('batch', 'drift', 'families', 'model_version')} for r in reps], indent=2)); return 0
     if not reps: print("no batches checked yet (add one with `mlwb simulate`)"); return 0
