@@ -116,3 +116,30 @@ def test_search_after_embedding_10x_digits_has_bounded_memory(tmp_path):
     assert int(rows) == 17970 and int(queries) > 3000 and int(dim) == 64
     assert float(peak_gib) < 2.5 and float(agree) > 0.8, r.stdout
     print(f"10x digits: {rows} rows, {queries} queries x {dim}-d: search {seconds} s, peak RSS {peak_gib} GiB")
+
+def test_killed_rebuild_leaves_the_old_collection_whole(tmp_path):
+    "SIGKILL in the middle of rebuilding a collection (what the embed stage does): readers still get the old one, whole."
+    run("""
+    V.store_embeddings(c, 'v1', X[:300], meta(range(300)), progress=False)
+    out = V.count(c, 'v1')
+    """, tmp_path)
+    r = py(SETUP + textwrap.dedent("""
+    import os, signal
+    class Killed:   # the real client; the process dies by SIGKILL at the 3rd insert call
+        def __init__(self, c): self.c, self.n = c, 0
+        def __getattr__(self, a): return getattr(self.c, a)
+        def insert(self, *a, **kw):
+            self.n += 1
+            if self.n == 3: os.kill(os.getpid(), signal.SIGKILL)
+            return self.c.insert(*a, **kw)
+    V.store_embeddings(Killed(c), 'v1', X + 1, meta(range(500), version=2), batch_size=100, progress=False)
+    """), tmp_path, check=False)
+    assert r.returncode == -9, (r.returncode, r.stderr[-2000:])
+    out = run("""
+    before = dict(count=V.count(c, 'v1'), hit=V.search(c, 'v1', X[[7]], k=1)[0][0], names=sorted(c.list_collections()))
+    V.store_embeddings(c, 'v1', X + 1, meta(range(500), version=2), progress=False)   # the rerun replaces it whole
+    out = dict(before, after=V.count(c, 'v1'), version=V.search(c, 'v1', X[[7]] + 1, k=1)[0][0]['model_version'],
+               names_after=sorted(c.list_collections()))
+    """, tmp_path)
+    assert out['count'] == 300 and out['hit']['id'] == '7' and out['hit']['model_version'] == 1, out
+    assert out['after'] == 500 and out['version'] == 2 and out['names_after'] == ['c', 'v1'], out
