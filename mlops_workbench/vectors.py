@@ -283,18 +283,22 @@ def search(client, name:str, # collection
            vectors, # [q, dim] query embeddings (or one [dim] query)
            k:int=5, # neighbours per query
            filter:str='', # Milvus boolean expression, e.g. 'split == "train"'
-           batch_size:int=256, # queries per Milvus call (bounds memory)
+           batch_size:int=256, # at most this many queries per Milvus call
+           mem_mb:float=256, # and at most as many as a brute-force pass can hold in this many MiB
           ) -> list: # per query, a list of hit dicts (id, distance and the stored fields)
-    "The `k` nearest stored examples of each query vector."
+    "The `k` nearest stored examples of each query vector, sent in batches so that memory stays bounded."
     open_collection(client, name)
     q = np.asarray(vectors) if not isinstance(vectors, np.ndarray) else vectors
-    Q = _matrix(q[None] if q.ndim == 1 else q, 'query vectors', collection_dim(client, name), name)
+    dim = collection_dim(client, name)
+    Q = _matrix(q[None] if q.ndim == 1 else q, 'query vectors', dim, name)
     _finite(Q, 'query vectors')
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= 16384:
         raise VectorInputError(f"k={k!r}: expected a whole number of neighbours in 1..16384")
+    per_query = 4*dim*max(count(client, name), 1)   # bytes of a brute-force pass (queries x rows x width, float32)
+    step = int(max(1, min(batch_size, mem_mb*2**20 // per_query)))
     out, fields = [], [f for f in FIELDS if f != 'id']
-    for i in range(0, len(Q), batch_size):
-        part = Q[i:i + batch_size].tolist()
+    for i in range(0, len(Q), step):
+        part = Q[i:i + step].tolist()
         res = _call(client, 'search', name, lambda: client.search(name, part, limit=int(k), filter=filter,
                     output_fields=fields, search_params={'metric_type': 'L2'}))
         out += [[{'id': h['id'], 'distance': float(h['distance']), **h['entity']} for h in hits] for hits in res]
