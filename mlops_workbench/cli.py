@@ -274,6 +274,7 @@ def main(argv:list|None=None) -> int:
     from mlops_workbench.stages import ParamError, StageFailed
     from mlops_workbench.vectors import VectorStoreBusy, NotInStore, VectorStoreError
     try: rc = args.fn(args)
-    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError, ValueError) as e:
+    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
+            ValueError) as e:
         print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
     return rc
