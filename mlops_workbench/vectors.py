@@ -231,19 +231,24 @@ def insert_embeddings(client, name:str, # collection
         raise VectorInputError(f"collection {name!r} already holds {len(present)} of these ids "
                                f"(e.g. {sorted(present)[:3]}); pass replace=True to overwrite them")
     before = get_vectors(client, name, sorted(present)) if present else {}
-    write, done = (client.upsert if present else client.insert), 0
+    write, done, step = (client.upsert if present else client.insert), 0, 'writing rows 0..'
     try:
         for i in tqdm(range(0, n, batch_size), desc=f'insert {name}', unit='batch', disable=not progress):
             rows = _rows(V, cols, i, min(i + batch_size, n)); done = i + len(rows)
+            step = f'writing rows {i}..{done - 1}'
             got = _call(client, 'insert', name, lambda: write(name, rows))
             got = got.get('insert_count', got.get('upsert_count')) if isinstance(got, dict) else got
             if got != len(rows): raise VectorStoreError(f"Milvus insert into {name!r} wrote {got} of {len(rows)} rows")
+        step = 'flushing and indexing'
         _call(client, 'flush', name, lambda: client.flush(name))
         build_index(client, name)
     except BaseException as e:
-        _undo(client, name, ids[:done], before)
+        try: _undo(client, name, ids[:done], before)
+        except Exception as u:
+            raise VectorStoreError(f"insert into collection {name!r} failed while {step} ({e}), and removing the rows "
+                                   f"written failed too ({u}): the collection may hold up to {done} of them") from e
         if not isinstance(e, Exception): raise
-        raise VectorStoreError(f"insert into collection {name!r} failed at rows {done - batch_size}..{done - 1} ({e}); "
+        raise VectorStoreError(f"insert into collection {name!r} failed while {step} ({e}); "
                                f"the rows this call had written were removed") from e
     return n
 
@@ -275,7 +280,8 @@ def store_embeddings(client, name:str, # the collection to (re)build
 def open_collection(client, name:str) -> str:
     "Make sure collection `name` exists and is loaded (a fresh process finds it released)."
     if not client.has_collection(name):
-        raise NotInStore(f"no Milvus collection {name!r} at {getattr(client, '_mlwb_uri', 'this URI')} (run the embed stage: `mlwb run`)")
+        raise NotInStore(f"no Milvus collection {name!r} at {getattr(client, '_mlwb_uri', 'this URI')} "
+                         f"(run the embed stage: `mlwb run`)")
     if 'Loaded' not in str(client.get_load_state(name).get('state')): client.load_collection(name)
     return name
 
