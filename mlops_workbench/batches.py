@@ -59,8 +59,8 @@ def simulate_batch(pool:pd.DataFrame, # rows to draw from: `id`, `label`, featur
     strength = SCENARIOS[scenario] if strength is None else float(strength)
     rng = np.random.default_rng(seed); feats = meta['features']
     if scenario == 'prior':
-        from mlops_workbench.data import _label_key
-        keys = pool['label'].map(_label_key).to_numpy(); classes = sorted(set(keys))
+        from mlops_workbench.data import label_key
+        keys = pool['label'].map(label_key).to_numpy(); classes = sorted(set(keys))
         favoured = rng.choice(classes, 2, replace=False)
         w = np.where(np.isin(keys, favoured), strength/np.isin(keys, favoured).sum(), (1 - strength)/max((~np.isin(keys, favoured)).sum(), 1))
         idx = rng.choice(len(pool), size, replace=True, p=w/w.sum())

@@ -55,10 +55,12 @@ def cmd_metrics(args):
     return 0
 
 def cmd_search(args):
-    "Find the k stored examples nearest to an example id or to a row of raw features."
-    from mlops_workbench.vectors import search_similar, similar_to_id
+    "Find the k stored examples nearest to an example id or to a row of raw features (in the champion's collection)."
+    from mlops_workbench.similar import search_similar, similar_to_id, target, describe
     flt = f'split == "{args.split}"' if args.split else ''
-    if args.id is not None: hits = similar_to_id(args.id, args.k, flt, wait=args.wait)
+    t = target(load_config(), args.version, args.alias)
+    if not args.json: print(f"searching {describe(t)}")
+    if args.id is not None: hits = similar_to_id(args.id, args.k, flt, wait=args.wait, version=t['version'])
     else:
         if args.features: x = [float(v) for v in args.features.split(',')]
         else:
@@ -67,7 +69,7 @@ def cmd_search(args):
             if not 1 <= args.row <= len(df): raise ValueError(f"{args.file}: row {args.row} out of range 1..{len(df)}")
             meta = read_json(load_config().path('data', 'prepared', 'meta.json'))
             x = df.iloc[args.row-1][meta['features']].to_numpy(dtype='float32')
-        hits = search_similar(x, args.k, flt, wait=args.wait)[0]
+        hits = search_similar(x, args.k, flt, wait=args.wait, version=t['version'])[0]
     if args.json: print(json.dumps(hits, indent=2)); return 0
     print(f"{'rank':>4}  {'id':>8}  {'distance':>10}  {'label':>6}  {'pred':>6}  {'split':<6}  model")
     for i, h in enumerate(hits, 1):
@@ -77,10 +79,10 @@ def cmd_search(args):
 # %% ../nbs/90_cli.ipynb #d6bfae96
 def cmd_milvus_server(args):
     "Serve the Milvus Lite data directory to many processes (then set MILVUS_URI=http://HOST:PORT)."
-    from mlops_workbench.vectors import _lock_lite
+    from mlops_workbench.vectors import lock_store
     cfg = load_config()
     if not cfg.milvus_lite: raise ValueError(f"MILVUS_URI={cfg.milvus_uri} is already a server")
-    _lock_lite(Path(cfg.milvus_uri), 0)
+    lock_store(cfg, 0)
     exe = shutil.which('milvus-lite', path=_env_with_this_python()['PATH'])
     print(f"serving {cfg.milvus_uri} on http://{args.host}:{args.port}; in other shells: export MILVUS_URI=http://{args.host}:{args.port}", flush=True)
     return _serve([exe, 'server', '--data-dir', cfg.milvus_uri, '--host', args.host, '--port', str(args.port)])
@@ -174,7 +176,10 @@ def cmd_monitor(args):
     if broken:
         raise ValueError(f"the champion v{champion} {'; '.join(broken)}: run `mlwb doctor`, then `mlwb promote`/`rollback`")
     if not args.no_run: dvc_repro(cfg, 'monitor')
-    d = cfg.path('data', 'monitoring', f"v{aliases(cfg).get(CHAMPION)}")
+    from mlops_workbench.monitor import report_dir
+    champion = aliases(cfg).get(CHAMPION)
+    if champion is None: raise FileNotFoundError("no champion yet: run the pipeline first (`mlwb run`)")
+    d = report_dir(cfg, champion)
     reps = [read_json(p) for p in sorted(d.glob('*.json'))] if d.exists() else []
     if args.json: print(json.dumps([{k: r[k] for k in ('batch', 'drift', 'families', 'model_version')} for r in reps], indent=2)); return 0
     if not reps: print("no batches checked yet (add one with `mlwb simulate`)"); return 0
@@ -337,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('-k', type=int, default=5, help='number of neighbours (default 5)')
     s.add_argument('--split', choices=['train', 'val', 'test'], help='search only this split')
     s.add_argument('--wait', type=float, default=0, help='seconds to wait for a busy Milvus Lite directory')
+    v = s.add_mutually_exclusive_group()
+    v.add_argument('--version', help="search this model version's collection (default: the champion's)")
+    v.add_argument('--alias', choices=['champion', 'challenger', 'previous'],
+                   help='search the collection of the version holding this role')
     s.add_argument('--json', action='store_true', help='print JSON')
     s = add('milvus-server', cmd_milvus_server, 'serve the Milvus Lite directory so that several processes can use it')
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=19530)
@@ -358,12 +367,13 @@ def main(argv:list|None=None) -> int:
     args = build_parser().parse_args(argv)
     from mlops_workbench.data import DataFileError
     from mlops_workbench.stages import ParamError, StageFailed
-    from mlops_workbench.vectors import VectorStoreBusy, NotInStore
+    from mlops_workbench.vectors import VectorStoreBusy, NotInStore, VectorStoreError
     from mlops_workbench.config import find_root
     try:
         find_root()   # every command acts on a project: outside one, say so before doing anything
         rc = args.fn(args)
-    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, FileNotFoundError, ValueError) as e:
+    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
+            ValueError) as e:
         print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
     except ModuleNotFoundError as e:
         top = (e.name or '').split('.')[0]

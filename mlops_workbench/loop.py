@@ -74,7 +74,10 @@ def retrain(batch:str|Path, # the drifted, labelled batch
 def batch_report(cfg:Config, batch:str) -> dict:
     "The monitor's report of `batch` against the current champion."
     from mlops_workbench.registry import aliases, CHAMPION
-    p = cfg.path('data', 'monitoring', f'v{aliases(cfg)[CHAMPION]}', f'{Path(batch).stem}.json')
+    from mlops_workbench.monitor import report_dir
+    champion = aliases(cfg).get(CHAMPION)
+    if champion is None: raise FileNotFoundError("no champion yet: run the pipeline first (`mlwb run`)")
+    p = report_dir(cfg, champion)/f'{Path(batch).stem}.json'
     if not p.exists(): raise FileNotFoundError(f"{p}: batch not checked yet (run `mlwb monitor`)")
     return read_json(p)
 

@@ -72,7 +72,7 @@ def test_similarity_search(project):
     assert {h['model_version'] for h in hits} == {1}
     assert sum(h['label'] == '0' for h in hits) >= 3   # digit 0 looks like other zeros
     # raw features of a stored example: its nearest neighbour is itself, at distance ~0
-    code = ("import json, pandas as pd; from mlops_workbench.vectors import search_similar; "
+    code = ("import json, pandas as pd; from mlops_workbench.similar import search_similar; "
             "df = pd.read_parquet('data/prepared/test.parquet'); x = df.iloc[0][[c for c in df.columns if c.startswith('px_')]].to_numpy('float32'); "
             "h = search_similar(x, 1)[0][0]; print(json.dumps([str(df['id'].iloc[0]), h['id'], h['distance']]))")
     want, got, dist = json.loads(py(code, project).stdout)
