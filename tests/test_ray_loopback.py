@@ -1,11 +1,9 @@
-"""Ray listens on loopback only (issue 8.3): every listening socket of the processes that a sweep stage starts (its
-private runtime: GCS, raylet, workers, agents, the kernel as driver) and of the 2-node cluster that `start_cluster`
-makes (with a 2-worker Ray Train group and its torch process group) is on 127.0.0.1/::1. The sweep stage also shows
-its trials on the terminal with the best value so far (issue 14.6) and leaves no /tmp/mlwb-ray-* folder behind."""
-import json, re, subprocess, sys, threading, time
-from pathlib import Path
+"""Ray listens on loopback only (issue 8.3): every listening socket of the 2-node cluster that `start_cluster` makes,
+running a 2-worker Ray Train group (and its torch process group), is on 127.0.0.1/::1. The private runtime of a
+pipeline run is checked in test_ray_stages.py; `Sampler` is shared with it."""
+import json, subprocess, sys, threading
 import psutil
-from conftest import sh, clean_env
+from conftest import clean_env
 
 LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
 
@@ -41,31 +39,6 @@ class Sampler(threading.Thread):
                 except psutil.Error: pass
     def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
     def names(self) -> set: return {n for n, _, _ in self.seen}
-
-def test_sweep_stage_listens_on_loopback_only_shows_trial_progress_and_leaves_no_ray_folder(scratch, tmp_path):
-    sh(['dvc', 'repro', 'prepare'], scratch)
-    out, err = open(tmp_path/'out.txt', 'w'), open(tmp_path/'err.txt', 'w')
-    p = subprocess.Popen(['mlwb', 'stage', 'sweep', '--no-progress'], cwd=scratch, env=clean_env(), stdout=out, stderr=err,
-                         start_new_session=True)
-    s = Sampler(lambda: [p.pid])
-    s.start()
-    try: rc = p.wait(timeout=900)
-    finally:
-        s.stop.set()
-        s.join()
-    stderr = (tmp_path/'err.txt').read_text()
-    assert rc == 0, stderr[-3000:]
-    assert {'gcs_server', 'raylet'} <= s.names() and any(n.startswith('ray::') for n in s.names()), s.seen
-    assert not s.exposed(), s.exposed()   # before: gcs_server, raylet, workers and the driver on ::, agents on 0.0.0.0/host
-    # trial progress on the terminal (not only papermill's cell bar): done/total and the best value so far
-    bars = re.findall(r'sweep:.*?(\d+)/4 \[.*?best=([-0-9.e]+)', stderr)
-    assert bars and bars[-1][0] == '4', stderr[-2000:]
-    best = json.loads((scratch/'models'/'best_params.json').read_text())['value']
-    assert float(bars[-1][1]) == float(f"{best:.4g}")
-    report = (scratch/'reports'/'sweep.ipynb').read_text()
-    assert 'best=' not in report   # the bar went to the terminal, not into the executed report
-    folders = {m for c in s.cmdlines for m in re.findall(r'/tmp/mlwb-ray-\w+', c)}
-    assert folders and not any(Path(f).exists() for f in folders)
 
 CLIENT = """
 import json, os, numpy as np
