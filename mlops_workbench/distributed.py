@@ -63,7 +63,8 @@ def _folders_in_use(folders:list) -> set:
         try:
             cmd = ' '.join(p.info['cmdline'] or [])
             used |= {f for k, f in keys.items() if k in cmd}
-            if not (p.info['name'] or '').startswith(('ray::', 'raylet', 'gcs_server')): continue   # Ray renames its workers
+            if not (p.info['name'] or '').startswith(('ray::', 'raylet', 'gcs_server')):   # Ray renames its workers
+                continue
             paths = [f.path for f in p.open_files()] + [c.laddr for c in p.net_connections(kind='unix') if c.laddr]
             used |= {f for k, f in keys.items() if any(str(x).startswith(k + os.sep) for x in paths)}
         except psutil.Error: continue
@@ -111,7 +112,7 @@ def ray_runtime(num_cpus:int|None=None, # CPUs of a local runtime (default: all)
             local = dict(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
                          dashboard_host='127.0.0.1', _node_ip_address='127.0.0.1')
             for attempt in range(3):   # on a loaded machine the raylet may miss Ray's fixed 30 s registration window
-                tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: Ray's socket paths must fit in 107 bytes
+                tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: Ray's socket paths fit in 107 bytes
                 _mark_owner(tmp)
                 try:
                     ray.init(_temp_dir=tmp, **local, **kw)
@@ -143,7 +144,7 @@ def _worker_loop(config:dict):
     import ray.train, torch
     from ray.train import Checkpoint
     from mlops_workbench.train import TrainSpec, seed_everything, build_model, train_model
-    import logging   # Ray Train logs every report and checkpoint at INFO, under loggers named by file path: keep warnings
+    import logging   # Ray Train logs each report and checkpoint at INFO (loggers named by file path): keep warnings
     for name in list(logging.root.manager.loggerDict):
         if name.startswith('ray.train') or '/ray/train/' in name: logging.getLogger(name).setLevel(logging.WARNING)
     ctx = ray.train.get_context()
@@ -196,7 +197,8 @@ def _bound_store() -> tuple:
     sock.bind((addr, 0))
     sock.listen()
     port = sock.getsockname()[1]
-    store = TCPStore(addr, port, is_master=True, multi_tenant=True, master_listen_fd=sock.fileno(), wait_for_workers=False)
+    store = TCPStore(addr, port, is_master=True, multi_tenant=True, master_listen_fd=sock.fileno(),
+                     wait_for_workers=False)
     _STORES.append((sock, store))   # torch's own multi-tenant store for this port reuses this server
     return addr, port
 
@@ -235,15 +237,18 @@ def train_distributed(spec, # a `train.TrainSpec` (its `threads` are each worker
     if use_gpu is None: use_gpu = ray.cluster_resources().get('GPU', 0) >= num_workers
     cpus, need = ray.cluster_resources().get('CPU', 0), spec.threads*num_workers
     if need > cpus:
-        raise ValueError(f"{num_workers} workers x {spec.threads} CPUs need {need} CPUs but the Ray cluster has {cpus:g}: "
+        raise ValueError(f"{num_workers} workers x {spec.threads} CPUs need {need} CPUs but the Ray cluster has "
+                         f"{cpus:g}: "
                          "lower train.num_workers or train.threads (a group that can't be placed would wait for ever)")
     storage, name, own = _checkpoint_folder(storage)
     crash = os.environ.get(FAULT_ENV)
-    config = dict(data=(X_train, y_train, X_val, y_val), spec=spec.asdict(), n_classes=n_classes, image_shape=image_shape,
+    config = dict(data=(X_train, y_train, X_val, y_val), spec=spec.asdict(), n_classes=n_classes,
+                  image_shape=image_shape,
                   use_gpu=use_gpu, crash_at_epoch=int(crash) if crash else None, storage=str(storage/name))
     scaling = ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker={'CPU': spec.threads})
     run = RunConfig(name=name, storage_path=str(storage), failure_config=FailureConfig(max_failures=max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=2), logging_config=LoggingConfig(log_level='WARNING'))
+                    checkpoint_config=CheckpointConfig(num_to_keep=2),
+                    logging_config=LoggingConfig(log_level='WARNING'))
     trainer = TorchTrainer(_worker_loop, train_loop_config=config, scaling_config=scaling, run_config=run,
                            torch_config=_torch_config())
     t0 = time.perf_counter()
@@ -273,8 +278,8 @@ def fit(spec, # a `train.TrainSpec`: model, hyperparameters, seed, threads, devi
     from mlops_workbench.train import seed_everything, build_model, train_model, pick_device
     if choose_backend(backend) == 'ray':
         with ray_runtime():
-            return train_distributed(spec, X_train, y_train, X_val, y_val, n_classes, image_shape, num_workers=num_workers,
-                                     max_failures=max_failures, storage=storage)
+            return train_distributed(spec, X_train, y_train, X_val, y_val, n_classes, image_shape,
+                                     num_workers=num_workers, max_failures=max_failures, storage=storage)
     seed_everything(spec.seed, spec.threads)
     model = build_model(**spec.model_args(X_train.shape[1], n_classes, image_shape))
     t0 = time.perf_counter()
@@ -336,11 +341,13 @@ def start_cluster(nodes:int=2, # head + (nodes - 1) worker nodes
     cmds = [[*ray_start, *head, '--temp-dir', str(tmp/'head'), *common]]
     cmds += [[*ray_start, '--address', f'127.0.0.1:{port}', '--temp-dir', str(tmp/f'node{i}'), *common]
              for i in range(1, nodes)]
-    node_env = {**{k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}, **env}   # single-node mode refuses workers
+    node_env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}   # single-node mode refuses worker nodes
+    node_env.update(env)
     for cmd in cmds:
         r = subprocess.run(cmd, env=node_env, capture_output=True, text=True, timeout=180)
         if r.returncode != 0:
             stop_cluster(tmp)
             what = ' '.join(cmd[3:5])
-            raise RuntimeError(f"`ray {what}` failed ({r.returncode}): {(r.stderr or r.stdout).strip().splitlines()[-1:]}")
+            last = (r.stderr or r.stdout).strip().splitlines()[-1:]
+            raise RuntimeError(f"`ray {what}` failed ({r.returncode}): {last}")
     return {**env, **LOOPBACK_ENV, 'RAY_ADDRESS': f'127.0.0.1:{port}', 'MLWB_RAY_CLUSTER_DIR': str(tmp)}

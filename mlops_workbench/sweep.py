@@ -110,7 +110,7 @@ def run_trial(trial_fn, # fn(params, data, report) -> list of per-step metric di
                 pruned=state['pruned'], seconds=time.perf_counter() - t0)
 
 def train_trial(params:dict, # the trial's choices (from the search space): model, hidden, lr, dropout, batch_size
-                data:dict, # X_train, y_train, X_val, y_val, n_classes, image_shape, metric, and `spec`: the base TrainSpec
+                data:dict, # X_train, y_train, X_val, y_val, n_classes, image_shape, metric; `spec`: the base TrainSpec
                 report, # `report(step, value)` from `run_trial`
                ) -> list: # per-epoch metrics
     "The workbench objective: the base spec with the trial's choices, trained on CPU, reporting every epoch."

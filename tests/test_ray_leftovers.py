@@ -45,7 +45,8 @@ def test_the_next_runtime_removes_a_killed_runtimes_folder_but_not_a_live_ones(t
         psutil.wait_procs(procs, timeout=60)
         killed.wait(timeout=60)
         assert killed_dir.exists()        # a SIGKILL leaves the folder
-        py("from mlops_workbench.distributed import ray_runtime\nwith ray_runtime(num_cpus=1): pass", tmp_path, timeout=300)
+        start = "from mlops_workbench.distributed import ray_runtime\nwith ray_runtime(num_cpus=1): pass"
+        py(start, tmp_path, timeout=300)
         assert not killed_dir.exists()    # before: there for ever, even after a successful rerun
         assert live_dir.exists() and live.poll() is None and (live_dir/'mlwb-owner').exists()
     finally:

@@ -21,8 +21,11 @@ def listening(procs) -> set:
     "(process name, ip, port) of every TCP socket in LISTEN state held by `procs`."
     out = set()
     for p in procs:
-        try: out |= {(p.name(), c.laddr.ip, c.laddr.port) for c in p.net_connections(kind='inet') if c.status == psutil.CONN_LISTEN}
-        except psutil.Error: pass
+        try:
+            name = p.name()
+            conns = p.net_connections(kind='inet')
+        except psutil.Error: continue
+        out |= {(name, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
     return out
 
 class Sampler(threading.Thread):

@@ -62,7 +62,8 @@ print(json.dumps(dict(tags=r.data.tags, params=r.data.params)))
     assert float(params['lr']) == best['lr'] and params['hidden'] == str(best['hidden'])   # the sweep's values trained
     assert params['params_yaml.lr'] == '0.01'                                               # params.yaml's, not used
     assert f"lr: 0.01 -> {best['lr']}" in tags['mlwb.overridden']
-    if best['hidden'] != [32]: assert params['params_yaml.hidden'] == '[32]' and 'hidden: [32] -> ' in tags['mlwb.overridden']
+    if best['hidden'] != [32]:
+        assert params['params_yaml.hidden'] == '[32]' and 'hidden: [32] -> ' in tags['mlwb.overridden']
     else: assert 'params_yaml.hidden' not in params
     report = (root/'reports'/'train.ipynb').read_text()
     assert "use_sweep: params.yaml's" in report and 'train.lr=0.01' in report   # the notice
