@@ -31,20 +31,20 @@ def throughput(reps):
     "(a) samples/s: workbench path vs plain loop, on digits tiled x20 (25k rows) so an epoch is long enough to time."
     import numpy as np, torch
     from sklearn.datasets import load_digits
-    from mlops_workbench.train import seed_everything, build_model
+    from mlops_workbench.train import seed_everything, build_model, TrainSpec
     from mlops_workbench.distributed import fit, ray_runtime
     X, y = load_digits(return_X_y=True); X, y = X.astype('float32'), y.astype('int64')
     Xb, yb = np.tile(X[:1257], (20, 1)), np.tile(y[:1257], 20); Xv, yv = X[1257:], y[1257:]
-    args = dict(kind='mlp', n_features=64, n_classes=10, hidden=[128, 64], dropout=0.1)
-    kw = dict(epochs=5, batch_size=64, lr=1e-3, seed=0, threads=1)
+    spec = TrainSpec(hidden=[128, 64], dropout=0.1, epochs=5, batch_size=64, lr=1e-3, seed=0, threads=1, device='cpu')
+    args, kw = spec.model_args(64, 10), dict(epochs=spec.epochs)
     plain, local, ray1 = [], [], []
     for _ in range(reps):
         seed_everything(0, 1); plain.append(plain_loop(build_model(**args), Xb, yb, kw['epochs'], 64, 1e-3, 0))
-        t0 = time.perf_counter(); _, h, _ = fit(args, Xb, yb, Xv, yv, backend='local', device='cpu', progress=False, **kw)
+        t0 = time.perf_counter(); _, h, _ = fit(spec, Xb, yb, Xv, yv, 10, backend='local', progress=False)
         local.append(dict(wall=len(Xb)*kw['epochs']/(time.perf_counter() - t0), steady=statistics.median(r['samples_per_second'] for r in h[1:])))
     with ray_runtime(num_cpus=2):
         for _ in range(reps):
-            _, h, info = fit(args, Xb, yb, Xv, yv, backend='ray', device='cpu', **kw)
+            _, h, info = fit(spec, Xb, yb, Xv, yv, 10, backend='ray')
             ray1.append(dict(steady=statistics.median(r['samples_per_second'] for r in h[1:]), fit_s=info['fit_seconds'],
                              train_s=sum(r['epoch_seconds'] for r in h)))
     p = statistics.median(plain)
@@ -59,17 +59,17 @@ def default_training():
     "Wall time of the default training config (digits, MLP [128, 64], 20 epochs) per backend."
     from sklearn.datasets import load_digits
     from mlops_workbench.distributed import fit, ray_runtime
+    from mlops_workbench.train import TrainSpec
     X, y = load_digits(return_X_y=True); X, y = X.astype('float32'), y.astype('int64')
-    args = dict(kind='mlp', n_features=64, n_classes=10, hidden=[128, 64], dropout=0.1)
-    kw = dict(epochs=20, batch_size=64, lr=1e-3, seed=42, threads=1, device='cpu')
+    spec = TrainSpec(hidden=[128, 64], dropout=0.1, epochs=20, batch_size=64, lr=1e-3, seed=42, threads=1, device='cpu')
     out = {}
-    t0 = time.perf_counter(); _, h, _ = fit(args, X[:1257], y[:1257], X[1257:], y[1257:], backend='local', progress=False, **kw)
+    t0 = time.perf_counter(); _, h, _ = fit(spec, X[:1257], y[:1257], X[1257:], y[1257:], 10, backend='local', progress=False)
     out['local'] = dict(wall_s=time.perf_counter() - t0, val_accuracy=h[-1]['val_accuracy'])
     t0 = time.perf_counter()
     with ray_runtime(num_cpus=2):
         init = time.perf_counter() - t0
         for n in (1, 2):
-            t1 = time.perf_counter(); _, h, _ = fit(args, X[:1257], y[:1257], X[1257:], y[1257:], backend='ray', num_workers=n, **kw)
+            t1 = time.perf_counter(); _, h, _ = fit(spec, X[:1257], y[:1257], X[1257:], y[1257:], 10, backend='ray', num_workers=n)
             out[f'ray_{n}_workers'] = dict(wall_s=time.perf_counter() - t1, val_accuracy=h[-1]['val_accuracy'],
                                            epoch_s=statistics.median(r['epoch_seconds'] for r in h[1:]))
     out['ray_init_s'] = init
@@ -110,15 +110,16 @@ def tracking_overhead(reps):
     from mlops_workbench.config import load_config
     from mlops_workbench.distributed import fit
     from mlops_workbench.tracking import stage_run, log_metrics, log_torch_model, ensure_store
+    from mlops_workbench.train import TrainSpec
     X, y = load_digits(return_X_y=True); X, y = X.astype('float32'), y.astype('int64')
     Xb, yb = np.tile(X[:1257], (10, 1)), np.tile(y[:1257], 10)
-    args = dict(kind='mlp', n_features=64, n_classes=10, hidden=[128, 64], dropout=0.1)
+    spec = TrainSpec(hidden=[128, 64], dropout=0.1, epochs=20, seed=0, threads=1, device='cpu')
     rows = []
     with tempfile.TemporaryDirectory() as d:
         cfg = load_config(d, env={}); ensure_store(cfg)
         for _ in range(reps):
-            t0 = time.perf_counter(); cm = stage_run('train', dict(args, epochs=20), 'f00', cfg=cfg); client, rid = cm.__enter__(); t_open = time.perf_counter() - t0
-            m, h, info = fit(args, Xb, yb, X[1257:], y[1257:], epochs=20, seed=0, threads=1, device='cpu', backend='local', progress=False)
+            t0 = time.perf_counter(); cm = stage_run('train', spec.asdict(), 'f00', cfg=cfg); client, rid = cm.__enter__(); t_open = time.perf_counter() - t0
+            m, h, info = fit(spec, Xb, yb, X[1257:], y[1257:], 10, backend='local', progress=False)
             t0 = time.perf_counter(); log_metrics(client, rid, h); log_metrics(client, rid, {'train_seconds': info['fit_seconds']}); client.set_tag(rid, 'mlwb.device', 'cpu')
             t_log = time.perf_counter() - t0
             t0 = time.perf_counter(); log_torch_model(m, Xb[:5], rid, cfg=cfg); t_model = time.perf_counter() - t0

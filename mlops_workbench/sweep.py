@@ -4,8 +4,8 @@
 
 # %% auto #0
 __all__ = ['OBJECTIVES', 'PRUNERS', 'SweepError', 'encode_hidden', 'decode_hidden', 'search_space', 'training_params',
-           'check_objective', 'make_pruner', 'run_trial', 'train_trial', 'code_digest', 'study_name', 'open_study',
-           'recover', 'run_sweep', 'sweep_figures']
+           'tuned_spec', 'check_objective', 'make_pruner', 'run_trial', 'train_trial', 'code_digest', 'study_name',
+           'open_study', 'recover', 'best_so_far', 'progress_bar', 'run_sweep', 'sweep_figures']
 
 # %% ../nbs/08_sweep.ipynb #a9599bec
 import contextlib, hashlib, json, math, os, time
@@ -42,6 +42,26 @@ def search_space(model:list, # model kinds to try, e.g. ['mlp']
 def training_params(p:dict) -> dict:
     "A trial's params as train-stage params (hidden back to a list)."
     return {**p, 'hidden': decode_hidden(p['hidden'])} if 'hidden' in p else dict(p)
+
+# %% ../nbs/08_sweep.ipynb #cc8dd912
+def tuned_spec(spec, # the train stage's `train.TrainSpec`, from params.yaml
+               best:dict|None, # models/best_params.json as the sweep stage wrote it; None: use_sweep is off
+              ) -> tuple: # (spec to train, dict of rows, params, tags and notice)
+    "The spec the train stage trains (the sweep's choices over params.yaml's values) and where each value came from."
+    new, changed = spec.override(best['params']) if best else (spec, {})
+    swept = sorted(best['params']) if best else []
+    rows = [dict(param=k, value=v, source='sweep' if k in swept else 'params.yaml', params_yaml=spec.asdict()[k])
+            for k, v in new.asdict().items()]
+    show = lambda v: list(v) if isinstance(v, tuple) else v
+    notice = ''
+    if changed:
+        what = ', '.join(f"train.{k}={show(a)}" for k, (a, b) in changed.items())
+        used = ', '.join(f"{k}={show(b)}" for k, (a, b) in changed.items())
+        notice = f"use_sweep: params.yaml's {what} not used; the sweep's {used} (trial {best.get('trial')}) are"
+    params = {f'params_yaml.{k}': show(a) for k, (a, b) in changed.items()}
+    tags = {'mlwb.from_sweep': ','.join(swept) or '-',
+            'mlwb.overridden': '; '.join(f"{k}: {show(a)} -> {show(b)}" for k, (a, b) in changed.items()) or '-'}
+    return new, dict(rows=rows, params=params, tags=tags, notice=notice)
 
 # %% ../nbs/08_sweep.ipynb #c80e374e
 OBJECTIVES = {'val_loss': 'minimize', 'val_accuracy': 'maximize', 'train_loss': 'minimize', 'train_accuracy': 'maximize'}
@@ -89,17 +109,17 @@ def run_trial(trial_fn, # fn(params, data, report) -> list of per-step metric di
     return dict(history=[{k: v for k, v in h.items() if isinstance(v, (int, float))} for h in history], reported=reported,
                 pruned=state['pruned'], seconds=time.perf_counter() - t0)
 
-def train_trial(params:dict, # model, hidden, lr, dropout, batch_size (from the search space)
-                data:dict, # arrays and settings: X_train, y_train, X_val, y_val, n_classes, image_shape, epochs, weight_decay, seed, threads, metric
+def train_trial(params:dict, # the trial's choices (from the search space): model, hidden, lr, dropout, batch_size
+                data:dict, # X_train, y_train, X_val, y_val, n_classes, image_shape, metric; `spec`: the base TrainSpec
                 report, # `report(step, value)` from `run_trial`
                ) -> list: # per-epoch metrics
-    "The workbench objective: train the configured model and report the metric every epoch."
+    "The workbench objective: the base spec with the trial's choices, trained on CPU, reporting every epoch."
     from mlops_workbench.train import seed_everything, build_model, train_model
-    p = training_params(params); seed_everything(data['seed'], data['threads'])
-    model = build_model(p['model'], data['X_train'].shape[1], data['n_classes'], p['hidden'], p['dropout'], data.get('image_shape'))
-    return train_model(model, data['X_train'], data['y_train'], data['X_val'], data['y_val'], epochs=data['epochs'], batch_size=p['batch_size'],
-                       lr=p['lr'], weight_decay=data['weight_decay'], seed=data['seed'], device='cpu', progress=False,
-                       on_epoch=lambda m: report(m['epoch'], m[data['metric']]))
+    spec, _ = data['spec'].override({**training_params(params), 'device': 'cpu'})
+    seed_everything(spec.seed, spec.threads)
+    model = build_model(**spec.model_args(data['X_train'].shape[1], data['n_classes'], data.get('image_shape')))
+    return train_model(model, data['X_train'], data['y_train'], data['X_val'], data['y_val'], progress=False,
+                       on_epoch=lambda m: report(m['epoch'], m[data['metric']]), **spec.loop_args())
 
 # %% ../nbs/08_sweep.ipynb #7ef4fe71
 def code_digest() -> str:
@@ -181,6 +201,24 @@ def _tell(study, trial, result:dict|None, error:str|None, direction:str):
     trial.set_user_attr('error', (error or 'failed')[-2000:])
     return study.tell(trial, state=TrialState.FAIL)
 
+def best_so_far(study) -> str:
+    "The best objective value so far, as the sweep's progress bar shows it."
+    try: return f"best={study.best_value:.4g}"
+    except ValueError: return "best=-"
+
+def progress_bar(total:int, # trials to reach
+                 initial:int=0, # trials already finished (a resumed study)
+                 disable:bool=False, # no bar
+                ):
+    "A tqdm bar of trials: in a pipeline stage on the terminal that started it (not the report), else here."
+    import sys
+    kw = dict(total=total, initial=initial, desc='sweep', unit='trial', disable=disable, mininterval=0.5)
+    if os.environ.get('MLWB_STAGE_RUNS_FILE') and sys.__stderr__ is not None:   # set by the stage runner
+        from tqdm import tqdm
+        return tqdm(file=sys.__stderr__, dynamic_ncols=True, **kw)
+    from tqdm.auto import tqdm
+    return tqdm(**kw)
+
 def run_sweep(study, # from `open_study`
               trial_fn, # fn(params, data, report) -> history (see `run_trial`)
               space:dict, # from `search_space`
@@ -198,7 +236,6 @@ def run_sweep(study, # from `open_study`
     "Run (or resume) a sweep: Optuna asks, Ray tasks train, one driver tells the study and MLflow."
     import ray, optuna
     from optuna.trial import TrialState
-    from tqdm.auto import tqdm
     from mlops_workbench.tracking import child_runs
     cpus = ray.cluster_resources().get('CPU', 0)
     if cpus_per_trial > cpus: raise SweepError(f"sweep.cpus_per_trial={cpus_per_trial} but the Ray cluster has {cpus:g} CPUs: no trial could ever start")
@@ -210,10 +247,12 @@ def run_sweep(study, # from `open_study`
     fn_ref, data_ref = ray.put(trial_fn), ray.put(data)
     done = lambda: sum(_counted(t) for t in study.get_trials(deepcopy=False))
     inflight, results = [], {}   # inflight: [(trial, ref, started)] in ask order; results: ref -> (result, error)
-    bar = tqdm(total=n_trials, initial=min(done(), n_trials), desc='sweep', unit='trial', disable=not progress)
+    bar = progress_bar(n_trials, min(done(), n_trials), disable=not progress)
+    bar.set_postfix_str(best_so_far(study), refresh=False)
     def finish(trial, result, error):
         _tell(study, trial, result, error, direction)
         if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
+        bar.set_postfix_str(best_so_far(study), refresh=False)
         bar.update(1)
     def ask_one():
         trial = study.ask(space); params = trial.params
@@ -223,7 +262,9 @@ def run_sweep(study, # from `open_study`
             if twin.state == TrialState.COMPLETE: study.tell(trial, twin.value)
             else: study.tell(trial, state=TrialState.PRUNED)
             if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
-            bar.update(1); return
+            bar.set_postfix_str(best_so_far(study), refresh=False)
+            bar.update(1)
+            return
         snapshot = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
         if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
         inflight.append((trial, task.remote(fn_ref, params, data_ref, snapshot, pruner, direction), time.perf_counter()))

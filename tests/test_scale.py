@@ -34,13 +34,15 @@ def test_ray_train_one_worker_matches_local_and_a_dead_worker_resumes_from_its_c
     out = py("""
 import json
 from sklearn.datasets import load_digits
-from mlops_workbench.distributed import ray_runtime, train_distributed, fit
+import os
+from mlops_workbench.distributed import ray_runtime, train_distributed, fit, FAULT_ENV
+from mlops_workbench.train import TrainSpec
 X, y = load_digits(return_X_y=True); X, y = X.astype('float32'), y.astype('int64')
-args = dict(kind='mlp', n_features=64, n_classes=10, hidden=[32], dropout=0.1)
-kw = dict(epochs=5, lr=1e-2, seed=0)
-_, local, _ = fit(args, X[:1200], y[:1200], X[1200:], y[1200:], backend='local', device='cpu', progress=False, **kw)
+spec = TrainSpec(hidden=[32], dropout=0.1, epochs=5, lr=1e-2, seed=0, device='cpu')
+_, local, _ = fit(spec, X[:1200], y[:1200], X[1200:], y[1200:], 10, backend='local', progress=False)
+os.environ[FAULT_ENV] = '3'   # fault drill: rank 0 dies after epoch 3's checkpoint, once
 with ray_runtime(num_cpus=2):
-    _, hist, info = train_distributed(args, X[:1200], y[:1200], X[1200:], y[1200:], crash_at_epoch=3, **kw)
+    _, hist, info = train_distributed(spec, X[:1200], y[:1200], X[1200:], y[1200:], 10)
 print(json.dumps(dict(local=[h['val_loss'] for h in local], ray=[h['val_loss'] for h in hist], epochs=[h['epoch'] for h in hist], info=info)))
 """, tmp_path, timeout=600).stdout
     r = json.loads(out.strip().splitlines()[-1])

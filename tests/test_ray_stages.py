@@ -1,0 +1,70 @@
+"""The sweep and train stages on a private Ray runtime, from one `dvc repro train` in a scratch copy (prepare, sweep,
+train) whose process tree is sampled while it runs; each test reads that one run:
+- Ray listens on loopback only (issue 8.3): GCS, raylet, workers, agents and the kernel as driver, on 127.0.0.1/::1;
+- the sweep shows its trials done/total with the best value so far on the terminal (issue 14.6), not in the report;
+- no /tmp/mlwb-ray-* folder is left behind (issue 8.9);
+- with `train.use_sweep: true` the train stage says which params.yaml values the sweep replaced (issue 9.4): a notice
+  and a table in its report, MLflow tags `mlwb.from_sweep`/`mlwb.overridden` and params `params_yaml.<name>`."""
+import json, re, subprocess
+from pathlib import Path
+import pytest
+from conftest import copy_repo, set_params, py, clean_env, SMALL
+from test_ray_loopback import Sampler
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    "One `dvc repro train` with the small params (they set train.lr 0.01 and hidden [32]), sampled as it runs."
+    tmp = tmp_path_factory.mktemp('ray_stages')
+    root = copy_repo(tmp/'repo')
+    set_params(root, **SMALL)
+    with open(tmp/'out.txt', 'w') as out, open(tmp/'err.txt', 'w') as err:
+        p = subprocess.Popen(['dvc', 'repro', 'train'], cwd=root, env=clean_env(), stdout=out, stderr=err,
+                             start_new_session=True)
+        s = Sampler(lambda: [p.pid])
+        s.start()
+        try: rc = p.wait(timeout=1500)
+        finally:
+            s.stop.set()
+            s.join()
+    stderr = (tmp/'err.txt').read_text()
+    assert rc == 0, stderr[-3000:]
+    return dict(root=root, sampler=s, stderr=stderr)
+
+def test_ray_listens_on_loopback_only(run):
+    s = run['sampler']
+    assert {'gcs_server', 'raylet'} <= s.names() and any(n.startswith('ray::') for n in s.names()), s.seen
+    assert not s.exposed(), s.exposed()   # before: GCS, raylet, workers and the driver on ::, agents on 0.0.0.0/host
+
+def test_the_sweep_shows_trials_and_best_value_on_the_terminal(run):
+    bars = re.findall(r'sweep:.*?(\d+)/4 \[.*?best=([-0-9.e]+)', run['stderr'])
+    assert bars and bars[-1][0] == '4', run['stderr'][-2000:]
+    best = json.loads((run['root']/'models'/'best_params.json').read_text())['value']
+    assert float(bars[-1][1]) == float(f"{best:.4g}")
+    assert 'best=' not in (run['root']/'reports'/'sweep.ipynb').read_text()   # on the terminal, not in the report
+
+def test_no_ray_folder_is_left_behind(run):
+    folders = {m for c in run['sampler'].cmdlines for m in re.findall(r'/tmp/mlwb-ray-\w+', c)}
+    assert folders and not any(Path(f).exists() for f in folders)
+
+def test_the_train_stage_shows_which_params_the_sweep_replaced(run):
+    root = run['root']
+    best = json.loads((root/'models'/'best_params.json').read_text())['params']
+    out = py("""
+import json
+from mlops_workbench.tracking import get_client, ensure_store
+c = get_client(); exp = ensure_store()
+r = c.search_runs([exp], "tags.`mlwb.stage` = 'train'")[0]
+print(json.dumps(dict(tags=r.data.tags, params=r.data.params)))
+""", root).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    tags, params = r['tags'], r['params']
+    assert tags['mlwb.from_sweep'] == 'batch_size,dropout,hidden,lr,model'
+    assert float(params['lr']) == best['lr'] and params['hidden'] == str(best['hidden'])   # the sweep's values trained
+    assert params['params_yaml.lr'] == '0.01'                                               # params.yaml's, not used
+    assert f"lr: 0.01 -> {best['lr']}" in tags['mlwb.overridden']
+    if best['hidden'] != [32]:
+        assert params['params_yaml.hidden'] == '[32]' and 'hidden: [32] -> ' in tags['mlwb.overridden']
+    else: assert 'params_yaml.hidden' not in params
+    report = (root/'reports'/'train.ipynb').read_text()
+    assert "use_sweep: params.yaml's" in report and 'train.lr=0.01' in report   # the notice
+    assert 'params.yaml' in report and 'source' in report                        # the table of values and sources
