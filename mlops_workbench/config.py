@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['PARAMS_FILE', 'DEFAULTS', 'NotAProject', 'find_root', 'read_params', 'Config', 'load_config', 'atomic_write',
-           'write_json', 'read_json', 'file_lock', 'dvc_outputs', 'git_commit']
+           'write_json', 'read_json', 'file_lock', 'dvc_outputs', 'git_commit', 'tqdm_class']
 
 # %% ../nbs/00_config.ipynb #090267c7
 import contextlib, fcntl, json, os, subprocess, sys, tempfile, threading, time
@@ -195,3 +195,12 @@ def git_commit(root:str|Path, # a folder inside a git work tree
     except (subprocess.CalledProcessError, FileNotFoundError): return None
     changed = [l for l in st.stdout.splitlines() if not l.startswith('??') or l.endswith(('.py', '.ipynb'))]
     return sha + ('-dirty' if changed else '')
+
+# %% ../nbs/00_config.ipynb #4823b536
+def tqdm_class():
+    "tqdm's class for where we run (widgets in Jupyter if ipywidgets is there, else text), without its IProgress warning."
+    import warnings
+    with warnings.catch_warnings():   # tqdm.auto warns once per process when ipywidgets is missing: noise in every report
+        warnings.simplefilter('ignore')
+        from tqdm.auto import tqdm
+    return tqdm

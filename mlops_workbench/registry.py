@@ -352,12 +352,12 @@ def training_ids(version:int, cfg:Config|None=None) -> set|None:
 def record_gate(challenger:int, # the version that went through the gate
                 decision:dict, # the gate's decision (see `gate`)
                 evidence:str, # where the evidence is, e.g. 'runs:/<run>/gate/evidence.json'
-                promote:bool, # move the champion to the challenger (`gate.promotion_due(decision)`)
+                promote_now:bool, # make the challenger champion (the caller asks `gate.promotion_due(decision)`)
                 cfg:Config|None=None) -> dict: # the roles afterwards
     "Tag the challenger with the gate's decision and promote it when the decision calls for it."
     cfg = cfg or load_config()
     tag_version(challenger, {'mlwb.gate.passed': decision['passed'], 'mlwb.gate.champion': decision.get('champion_version'),
                              'mlwb.gate.evidence': evidence}, cfg)
-    if promote:
+    if promote_now:
         promote(challenger, f"gate passed: {decision['reasons'][0]}", evidence, action='gate', cfg=cfg)
     return aliases(cfg)

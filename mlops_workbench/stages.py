@@ -431,8 +431,11 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
         tmp = out.with_name(f'.tmp-{stage}-{os.getpid()}.ipynb')
         runs = tmp.with_suffix('.runs')
         sockets = Path(tempfile.mkdtemp(prefix=f'mlwb-kernel-{os.getpid()}-'))
-        old_env = os.environ.get('MLWB_STAGE_RUNS_FILE')
-        os.environ['MLWB_STAGE_RUNS_FILE'] = str(runs)
+        warn = ','.join(filter(None, [os.environ.get('PYTHONWARNINGS'), 'ignore:IProgress not found']))
+        kernel_env = {'MLWB_STAGE_RUNS_FILE': str(runs), # where tracking records the runs this stage makes
+                      'PYTHONWARNINGS': warn} # tqdm's "no ipywidgets" warning is noise in a report
+        old_env = {k: os.environ.get(k) for k in kernel_env}
+        os.environ.update(kernel_env)   # the kernel inherits the runner's environment
         try:
             with _Guard([tmp, runs, sockets]) as guard:
                 _execute(stage, nb, tmp, params, cfg, sockets, progress)
@@ -446,8 +449,9 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
             for f in (tmp, runs):
                 if f.exists(): f.unlink()
             shutil.rmtree(sockets, ignore_errors=True)
-            if old_env is None: os.environ.pop('MLWB_STAGE_RUNS_FILE', None)
-            else: os.environ['MLWB_STAGE_RUNS_FILE'] = old_env
+            for k, v in old_env.items():
+                if v is None: os.environ.pop(k, None)
+                else: os.environ[k] = v
     return out
 
 # %% ../nbs/06_stages.ipynb #a7e00019

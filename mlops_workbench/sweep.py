@@ -216,7 +216,8 @@ def progress_bar(total:int, # trials to reach
     if os.environ.get('MLWB_STAGE_RUNS_FILE') and sys.__stderr__ is not None:   # set by the stage runner
         from tqdm import tqdm
         return tqdm(file=sys.__stderr__, dynamic_ncols=True, **kw)
-    from tqdm.auto import tqdm
+    from mlops_workbench.config import tqdm_class
+    tqdm = tqdm_class()
     return tqdm(**kw)
 
 def run_sweep(study, # from `open_study`

@@ -111,7 +111,8 @@ def train_model(model:nn.Module, # model from `build_model` (its `norm` is fitte
                 on_checkpoint=None, # called after each epoch with the full training state (model, optimizer, RNGs, history)
                ) -> list: # one metrics dict per epoch
     "Train `model` with Adam and cross-entropy; return per-epoch loss, accuracy and time."
-    from tqdm.auto import tqdm
+    from mlops_workbench.config import tqdm_class
+    tqdm = tqdm_class()
     if len(X_train) == 0: raise ValueError("no training examples")
     dev = pick_device(device)
     if state is None: model.norm.fit(X_train)

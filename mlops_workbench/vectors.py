@@ -194,7 +194,9 @@ def build_index(client, name:str, # collection
         client.release_collection(name)   # load() indexes the segments that have no index yet, inline
     else:
         ip = client.prepare_index_params(); ip.add_index(field_name='vector', **INDEX)
-        _call(client, 'create_index', name, lambda: client.create_index(name, ip))
+        # sync=False: the client's own wait calls AllocTimestamp, which Milvus Lite lacks (a gRPC traceback in the
+        # embed report); the describe_index loop below waits instead
+        _call(client, 'create_index', name, lambda: client.create_index(name, ip, sync=False))
     _call(client, 'load', name, lambda: client.load_collection(name))
     t0 = time.monotonic()
     while True:   # Milvus Lite reports Finished at once; a server builds in the background
@@ -215,7 +217,8 @@ def insert_embeddings(client, name:str, # collection
                       replace:bool=False, # overwrite rows whose ids the collection already holds
                      ) -> int: # rows written
     "Check everything, insert in batches, flush and index; on a failure remove what this call wrote."
-    from tqdm.auto import tqdm
+    from mlops_workbench.config import tqdm_class
+    tqdm = tqdm_class()
     V, cols = check_embeddings(vectors, meta, collection_dim(client, name), name)
     ids, n = cols['id'], len(V)
     present = existing_ids(client, name, ids) if count(client, name) else set()
