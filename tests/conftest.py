@@ -52,3 +52,33 @@ def scratch(tmp_path) -> Path:
 def py(code: str, cwd, check=True, **kw):
     "Run python code in a fresh interpreter of this venv (the tests never open Milvus Lite themselves: one process per directory)."
     return sh([sys.executable, '-c', code], cwd, check=check, **kw)
+
+CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--window-size=1280,1000')
+
+def chrome(offline:bool=False, page_timeout:int=120):
+    "Headless Debian Chromium driven by selenium (`make browser`), logging requests; `offline`: every request fails."
+    chromium, driver = shutil.which('chromium'), shutil.which('chromedriver')
+    if not (chromium and driver):
+        pytest.fail("chromium and chromedriver are not installed: run `make browser` (tools/install_browser.sh)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    o = webdriver.ChromeOptions()
+    o.binary_location = chromium
+    for f in CHROME_FLAGS: o.add_argument(f)
+    o.set_capability('goog:loggingPrefs', {'performance': 'ALL'})
+    d = webdriver.Chrome(options=o, service=Service(executable_path=driver))
+    d.set_page_load_timeout(page_timeout)
+    if offline:
+        d.execute_cdp_cmd('Network.enable', {})
+        d.execute_cdp_cmd('Network.emulateNetworkConditions',
+                          dict(offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1))
+    return d
+
+def requested(driver) -> list:
+    "URLs the browser requested since the last call (Chrome's performance log)."
+    import json
+    urls = []
+    for e in driver.get_log('performance'):
+        m = json.loads(e['message'])['message']
+        if m['method'] == 'Network.requestWillBeSent': urls.append(m['params']['request']['url'])
+    return urls

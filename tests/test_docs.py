@@ -5,14 +5,13 @@ import functools, http.server, json, re, shutil, sys, threading, time
 from pathlib import Path
 from urllib.parse import urldefrag, urlparse
 import pytest
-from conftest import REPO, copy_repo, set_params, SMALL
+from conftest import REPO, copy_repo, set_params, SMALL, chrome, requested
 
 sys.path.insert(0, str(REPO/'tools'))
 import build_docs
 
 TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
 ARTIFACTS = REPO/'test-artifacts'/'docs'
-CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--window-size=1280,1000')
 
 ROOTS = {}   # tutorial name -> the repo copy it ran in (its results stay there for the tests below)
 
@@ -121,15 +120,7 @@ def served(site):
 
 @pytest.fixture(scope='module')
 def browser():
-    chromium, driver = shutil.which('chromium'), shutil.which('chromedriver')
-    if not (chromium and driver): pytest.fail("chromium and chromedriver are not installed: run `make browser` (tools/install_browser.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    o = webdriver.ChromeOptions(); o.binary_location = chromium
-    for f in CHROME_FLAGS: o.add_argument(f)
-    o.set_capability('goog:loggingPrefs', {'performance': 'ALL'})
-    d = webdriver.Chrome(options=o, service=Service(executable_path=driver))
-    d.set_page_load_timeout(60)
+    d = chrome(page_timeout=60)
     yield d
     d.quit()
 
@@ -138,14 +129,6 @@ PAGE_JS = """return {title: document.title,
   ids: Array.from(document.querySelectorAll('[id]')).map(e => e.id),
   broken_images: Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
   images: document.images.length, h1: (document.querySelector('h1') || {}).textContent || ''}"""
-
-def _requests(driver) -> list:
-    "URLs the browser requested since the last call (Chrome's performance log)."
-    urls = []
-    for e in driver.get_log('performance'):
-        m = json.loads(e['message'])['message']
-        if m['method'] == 'Network.requestWillBeSent': urls.append(m['params']['request']['url'])
-    return urls
 
 def test_browse_every_page(served, browser):
     "Every page loads, every internal link resolves (pages and #anchors), images render, nothing is fetched off-site."
@@ -163,7 +146,7 @@ def test_browse_every_page(served, browser):
             if page.endswith('/'): page += 'index.html'
             if frag: anchors.append((url, page, frag))
             if page.endswith('.html') and page not in seen: todo.append(page)
-    off_site = [u for u in _requests(browser) if not u.startswith((base, 'data:', 'blob:', 'about:', 'chrome'))]
+    off_site = [u for u in requested(browser) if not u.startswith((base, 'data:', 'blob:', 'about:', 'chrome'))]
     assert not off_site, off_site[:10]
     errors = [(p, c) for p, c in statuses if isinstance(c, int) and c >= 400 and p != '/favicon.ico']   # the browser asks for that by itself
     assert not errors, errors[:10]

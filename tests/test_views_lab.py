@@ -2,30 +2,15 @@
 default, opened in nbs/. Started as `make lab` starts it (tools/lab.py) in a scratch copy of the repo, on a free port,
 asked through its REST API, a notebook opened in headless Chromium (screenshot: test-artifacts/views/jupyterlab.png),
 stopped with its whole process group."""
-import json, os, secrets, shutil, signal, socket, subprocess, sys, time, urllib.error, urllib.request
-from pathlib import Path
+import json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 import psutil, pytest
-from conftest import REPO, clean_env
+from conftest import REPO, clean_env, chrome
 
 ARTIFACTS = REPO/'test-artifacts'/'views'
-CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                '--window-size=1280,900')
 
 KERNEL = 'mlops-workbench'
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback, whatever http_proxy says
 
-
-def chrome():
-    "Headless Debian Chromium driven by selenium (tools/install_browser.sh installs both)."
-    chromium, driver = shutil.which('chromium'), shutil.which('chromedriver')
-    if not (chromium and driver): pytest.fail("chromium and chromedriver are not installed: run `make browser`")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    o = webdriver.ChromeOptions(); o.binary_location = chromium
-    for f in CHROME_FLAGS: o.add_argument(f)
-    d = webdriver.Chrome(options=o, service=Service(executable_path=driver))
-    d.set_page_load_timeout(120)
-    return d
 
 
 def free_port() -> int:

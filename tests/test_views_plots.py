@@ -1,45 +1,18 @@
 """DVC's own views of a pipeline run (issue 14.4): the plots page offline, every plot once with its axes, and metrics
 that read well in `dvc metrics show`/`dvc metrics diff` while `mlwb metrics` keeps the full record.
 Screenshot of the plots page: test-artifacts/views/dvc_plots.png."""
-import json, shutil, sys, time
+import json, sys, time
 from pathlib import Path
 import pytest, yaml
-from conftest import REPO, sh
+from conftest import REPO, sh, chrome, requested
 
 sys.path.insert(0, str(REPO/'tools'))
 import plots as plots_tool
 
 ARTIFACTS = REPO/'test-artifacts'/'views'
-CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-                '--window-size=1280,1000')
 HEADLINE_MAX = 4   # numbers per stage in metrics/headline/*.json
 
 
-def chrome(offline: bool = False):
-    "Headless Debian Chromium driven by selenium; `offline`: every network request fails (CDP network emulation)."
-    chromium, driver = shutil.which('chromium'), shutil.which('chromedriver')
-    if not (chromium and driver): pytest.fail("chromium and chromedriver are not installed: run `make browser`")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-    o = webdriver.ChromeOptions(); o.binary_location = chromium
-    for f in CHROME_FLAGS: o.add_argument(f)
-    o.set_capability('goog:loggingPrefs', {'performance': 'ALL'})
-    d = webdriver.Chrome(options=o, service=Service(executable_path=driver))
-    d.set_page_load_timeout(120)
-    if offline:
-        d.execute_cdp_cmd('Network.enable', {})
-        d.execute_cdp_cmd('Network.emulateNetworkConditions',
-                          dict(offline=True, latency=0, downloadThroughput=-1, uploadThroughput=-1))
-    return d
-
-
-def requested(driver) -> list:
-    "URLs the page asked for (Chrome's performance log)."
-    out = []
-    for e in driver.get_log('performance'):
-        m = json.loads(e['message'])['message']
-        if m['method'] == 'Network.requestWillBeSent': out.append(m['params']['request']['url'])
-    return out
 
 
 RENDERED_JS = """return {
