@@ -227,7 +227,8 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
         src = open(path, 'rb')
         src.seek(offset)
         try:
-            rd = pcsv.open_csv(src, read_options=pcsv.ReadOptions(column_names=names, block_size=block, use_threads=True),
+            ro = pcsv.ReadOptions(column_names=names, block_size=block, use_threads=True)
+            rd = pcsv.open_csv(src, read_options=ro,
                                parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
                                convert_options=pcsv.ConvertOptions(include_columns=used, strings_can_be_null=False,
                                                                    column_types={c: pa.string() for c in used},
@@ -248,7 +249,8 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                 msg = (f"{_line_of(path, r.text, lines)} has {r.actual_columns} fields, the header "
                        f"{r.expected_columns}: {r.text[:60]!r}")
             elif 'straddling' in str(e):
-                msg = f"a row is longer than the read block ({block} bytes)" + ('; raise chunk_rows' if block < 1 << 22 else '')
+                msg = f"a row is longer than the read block ({block} bytes)"
+                if block < 1 << 22: msg += '; raise chunk_rows'
             else: msg = str(e).splitlines()[0]
             raise DataFileError(f"{shown}: malformed CSV: {msg}") from None
         finally: src.close()
