@@ -7,8 +7,8 @@ that process tree (sampled every 20 ms, and the process's own ru_maxrss), and th
 CPU-second is what a quiet core would give; on the shared 2-core machine wall-clock MB/s depends on the load,
 recorded per run):
 
-  new       ingest_stream (chunks of prepare.chunk_rows, rejects streamed to the quarantine) -> split_positions
-            -> save_split
+  new       ingest_stream (chunks of prepare.chunk_rows, rejects streamed to the quarantine, split_positions run
+            inside it, as the prepare stage calls it) -> save_split
   baseline  the landed in-memory path (mlops_workbench/data.py at BASELINE_COMMIT): read_table -> validate_rows ->
             split_dataset -> save_prepared -> write_quarantine
 
@@ -69,9 +69,8 @@ else:
     from mlops_workbench import data as m
     schema = m.Schema(min_value=0, max_value=16, labels=list(range(10)), image_shape=[8, 8])
     t1, c1 = time.perf_counter(), cpu()
-    r = m.ingest_stream(str(src), schema, '/', ',', 0.1, chunk_rows, quarantine=out/'quarantine')
-    clean = r.clean
-    pos = m.split_positions(clean['label'].to_numpy(), clean['id'].to_numpy())
+    r = m.ingest_stream(str(src), schema, '/', ',', 0.1, chunk_rows, quarantine=out/'quarantine', split=dict())
+    clean, pos = r.clean, r.positions
     meta = m.save_split(clean, pos, dict(classes=sorted(clean['label'].unique().tolist())), out/'prepared', chunk_rows)
     n_rows, n_rej = r.n_rows, r.n_rejected
 t2, c2 = time.perf_counter(), cpu()

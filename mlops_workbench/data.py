@@ -217,7 +217,7 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
         f.seek(offset)
         sample = f.read(1 << 16)
     per_row = max(len(sample) / max(sample.count(b'\n'), 1), 1.0)
-    block = int(min(max(chunk_rows * per_row, 1 << 14), 1 << 28))
+    block = int(min(max(chunk_rows * per_row, 1 << 14), 1 << 22))   # Arrow's threads parse blocks of a few MB fastest
     estimate = int((path.stat().st_size - offset) / per_row) + 1
     bad_rows = []
     def invalid(row):
@@ -227,12 +227,20 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
         src = open(path, 'rb')
         src.seek(offset)
         try:
-            rd = pcsv.open_csv(src, read_options=pcsv.ReadOptions(column_names=names, block_size=block),
+            ro = pcsv.ReadOptions(column_names=names, block_size=block, use_threads=True)
+            rd = pcsv.open_csv(src, read_options=ro,
                                parse_options=pcsv.ParseOptions(delimiter=delimiter, invalid_row_handler=invalid),
                                convert_options=pcsv.ConvertOptions(include_columns=used, strings_can_be_null=False,
                                                                    column_types={c: pa.string() for c in used},
                                                                    quoted_strings_can_be_null=False))
-            yield from rd
+            parts, n = [], 0
+            for b in rd:   # Arrow's blocks regrouped into chunks of about `chunk_rows` rows
+                parts.append(b)
+                n += b.num_rows
+                if n >= chunk_rows:
+                    yield pa.concat_batches(parts)
+                    parts, n = [], 0
+            if parts: yield pa.concat_batches(parts)
         except pa.ArrowInvalid as e:
             if str(e).startswith('Empty CSV file'): return   # a header and no data rows
             if 'UTF8' in str(e): _find_bad_utf8(path, offset, lines, shown)
@@ -240,7 +248,9 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                 r = bad_rows[0]
                 msg = (f"{_line_of(path, r.text, lines)} has {r.actual_columns} fields, the header "
                        f"{r.expected_columns}: {r.text[:60]!r}")
-            elif 'straddling' in str(e): msg = f"a row is longer than the read block ({block} bytes); raise chunk_rows"
+            elif 'straddling' in str(e):
+                msg = f"a row is longer than the read block ({block} bytes)"
+                if block < 1 << 22: msg += '; raise chunk_rows'
             else: msg = str(e).splitlines()[0]
             raise DataFileError(f"{shown}: malformed CSV: {msg}") from None
         finally: src.close()
@@ -365,6 +375,7 @@ class RowValidator:
         self.n_rows = self.n_clean = self.n_rejected = 0
         self.ids, self.codes, self.keys, self.missing_keys = [], [], {}, {}
         self.seen = _SeenIds()
+        self.F = np.empty((len(feats), 0))   # a chunk's features as float64, reused (fresh memory costs page faults)
 
     def _grow(self, need:int):
         "Make room for `need` clean rows."
@@ -393,22 +404,23 @@ class RowValidator:
         problems = []   # (row index, column, reason), in the order the checks run
         def flag(mask, col, reason):
             for i in np.flatnonzero(mask): problems.append((i, col, reason(i)))
-        F = np.empty((len(self.feats), n))   # one row per feature: contiguous writes, checks in bulk
+        if self.F.shape[1] < n: self.F = np.empty((len(self.feats), n))
+        F = self.F[:, :n]   # one row per feature: contiguous writes, checks in bulk
         miss, bad = np.zeros(F.shape, bool), np.zeros(F.shape, bool)
         for j, c in enumerate(self.feats):
             F[j], m, b = _as_numbers(chunk.column(c))
             if m.any(): miss[j] = m
             if b.any(): bad[j] = b
-        finite = np.isfinite(F)
-        prob = ~finite
-        if s.min_value > -np.inf: prob |= F < s.min_value
-        if s.max_value < np.inf: prob |= F > s.max_value
-        for i in np.flatnonzero(prob.any(axis=0)):   # the few rows with a problem, their columns in order
-            for j in np.flatnonzero(prob[:, i]):
+        lo, hi = s.min_value, s.max_value
+        ok = F >= lo if lo > -np.inf else np.isfinite(F)   # in bulk, two passes: NaN compares False
+        if hi < np.inf: ok &= F <= hi
+        elif lo > -np.inf: ok &= F < np.inf
+        for i in np.flatnonzero(~ok.all(axis=0)):   # the few rows with a problem, their columns in order
+            for j in np.flatnonzero(~ok[:, i]):
                 c = self.feats[j]
                 if miss[j, i]: r = 'missing value'
                 elif bad[j, i]: r = f'not a number: {str(chunk.column(c)[int(i)].as_py())[:40]!r}'
-                elif not finite[j, i]: r = 'not a finite number'
+                elif not np.isfinite(F[j, i]): r = 'not a finite number'
                 else: r = f'value {F[j, i]:g} outside [{s.min_value:g}, {s.max_value:g}]'
                 problems.append((i, c, r))
         codes, lab_missing = self._labels(chunk.column(s.label))
