@@ -17,12 +17,12 @@ def test_check_passes_on_the_repo(tmp_path):
 def test_check_names_a_dep_missing_through_an_indirect_import(tmp_path):
     root = project_copy(tmp_path)
     dvc = yaml.safe_load((root/'dvc.yaml').read_text())
-    dvc['stages']['train']['deps'].remove('mlops_workbench/registry.py')
-    dvc['stages']['sweep']['deps'].remove('mlops_workbench/train.py')
+    dvc['stages']['monitor']['deps'].remove('mlops_workbench/drift.py')     # imported only by monitor.py
+    dvc['stages']['train']['deps'].remove('mlops_workbench/registry.py')    # imported by the notebook itself
     (root/'dvc.yaml').write_text(yaml.safe_dump(dvc, sort_keys=False))
     r = sh(['mlwb', 'check'], root, check=False)
     assert r.returncode == 1, r.stdout + r.stderr
     lines = {l.split(':')[0]: l for l in r.stdout.splitlines() if 'dvc.yaml deps' in l}
-    assert lines['train'] == 'train: dvc.yaml deps lack mlops_workbench/registry.py (via tracking -> registry)', lines
-    assert lines['sweep'] == 'sweep: dvc.yaml deps lack mlops_workbench/train.py (via distributed -> train)', lines
+    assert lines['monitor'] == 'monitor: dvc.yaml deps lack mlops_workbench/drift.py (via monitor -> drift)', lines
+    assert lines['train'] == 'train: dvc.yaml deps lack mlops_workbench/registry.py (via registry)', lines
     assert 'lack' not in lines['evaluate']
