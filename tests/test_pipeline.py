@@ -112,11 +112,12 @@ def test_one_param_reruns_train_and_after_not_prepare(project):
     emb = json.loads((project/'metrics'/'embed.json').read_text())
     assert emb['collection'] == 'digits_classifier_v2' and milvus_count(project, 'digits_classifier_v2') == 1797
     assert 'Running stage' not in sh(['dvc', 'repro'], project).stdout
-    # back to the first params: the stages run again (a new model version) and give exactly the first metrics
+    # back to the first params: the stages run again, train identical weights, and reuse v1 instead of registering a copy
     set_params(project, train={'epochs': 3})
     assert "Running stage 'train'" in sh(['dvc', 'repro'], project).stdout
     again = {s: json.loads((project/'metrics'/f'{s}.json').read_text()) for s in ('train', 'evaluate', 'embed')}
-    assert again['evaluate']['model_version'] == 3
+    assert again['evaluate']['model_version'] == 1 and json.loads((project/'models'/'model.json').read_text())['reused']
+    assert [v['version'] for v in mlflow_state(project)['versions']] == [1, 2]
     for s in first: assert volatile_free(again[s]) == volatile_free(first[s]), s
 
 def test_bad_param_rejected_before_the_stage_runs(project):
