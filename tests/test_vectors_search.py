@@ -13,7 +13,7 @@ import pandas as pd
 from mlops_workbench.config import load_config, write_json
 from mlops_workbench.data import load_digits_frame, split_dataset, to_arrays
 from mlops_workbench.train import build_model, train_model, seed_everything, embed
-from mlops_workbench.tracking import stage_run, log_torch_model
+from mlops_workbench.tracking import stage_run
 from mlops_workbench import vectors, registry
 cfg = load_config()
 d = load_digits_frame(); splits = split_dataset(d, seed=0)
@@ -24,7 +24,7 @@ client = vectors.connect(cfg)
 for seed in (0, 1):
     seed_everything(seed, 1); net = build_model('mlp', 64, 10, hidden=[16])
     train_model(net, Xtr, ytr, Xva, yva, epochs=1, lr=0.01, device='cpu', progress=False)
-    with stage_run('train', {'seed': seed}, 'fp', cfg=cfg) as (mc, run_id): v = int(log_torch_model(net, X[:2], run_id, cfg=cfg).version)
+    with stage_run('train', {'seed': seed}, 'fp', cfg=cfg) as (mc, run_id): v = int(registry.register_model(net, X[:2], run_id, cfg=cfg).version)
     name = vectors.collection_name(cfg.model_name, v)
     vectors.store_embeddings(client, name, embed(net, X), dict(id=df['id'], label=df['label'], split=df['split'], prediction='0',
                              model_version=v, run_id=run_id, data_fingerprint='fp'), progress=False)
