@@ -67,7 +67,7 @@ def _folders_in_use(folders:list) -> set:
                 continue
             paths = [f.path for f in p.open_files()] + [c.laddr for c in p.net_connections(kind='unix') if c.laddr]
             used |= {f for k, f in keys.items() if any(str(x).startswith(k + os.sep) for x in paths)}
-        except psutil.Error: continue
+        except (psutil.Error, OSError): continue   # it ended meanwhile (psutil may raise FileNotFoundError then)
     return used
 
 def clean_stale(pattern:str='mlwb-ray-*', # glob of the folders to look at

@@ -24,7 +24,7 @@ def listening(procs) -> set:
         try:
             name = p.name()
             conns = p.net_connections(kind='inet')
-        except psutil.Error: continue
+        except (psutil.Error, OSError): continue   # a process that ended meanwhile (psutil may say FileNotFoundError)
         out |= {(name, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
     return out
 

@@ -73,8 +73,10 @@ def test_lab_serves_the_project_kernel_on_loopback_with_a_token(lab):
     assert api(base, '/api/kernelspecs', 'wrong')[0] in (401, 403)
     assert token not in ' '.join(psutil.Process(proc.pid).cmdline())   # the token travels in the environment only
     # listening on loopback only (the server and nothing else of its group on another address)
-    addrs = {c.laddr.ip for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-             for c in p.net_connections('inet') if c.status == psutil.CONN_LISTEN}
+    addrs = set()
+    for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        try: addrs |= {c.laddr.ip for c in p.net_connections('inet') if c.status == psutil.CONN_LISTEN}
+        except (psutil.NoSuchProcess, FileNotFoundError): pass   # a short-lived child ended while we looked
     assert addrs and addrs <= {'127.0.0.1'}, addrs
     # the file browser opens in nbs/
     status, listing = api(base, '/api/contents/nbs', token)
