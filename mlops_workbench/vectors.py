@@ -9,7 +9,7 @@ __all__ = ['FIELDS', 'INDEX', 'MAX_TEXT', 'VectorStoreBusy', 'NotInStore', 'conn
            'get_vectors', 'count']
 
 # %% ../nbs/05_vectors.ipynb #d6f79c23
-import fcntl, os, re, sys, time
+import os, re, sys, time
 from pathlib import Path
 import numpy as np
 from .config import Config, load_config, file_lock
