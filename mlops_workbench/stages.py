@@ -344,10 +344,30 @@ def _kill_children():
         except psutil.Error: pass
     psutil.wait_procs(kids, timeout=5)
 
+_SHELLS = {'sh', 'dash', 'bash', 'zsh', 'ksh'}
+
+def _shell_wrappers() -> list:
+    "The shells between this process and the one that started it (DVC runs `sh -c 'mlwb stage …'`), with their parents' pids."
+    import psutil
+    out, p = [], psutil.Process().parent()
+    try:
+        while p is not None and p.pid > 1 and p.name() in _SHELLS:
+            out.append((p, p.ppid()))
+            p = p.parent()
+    except psutil.Error: pass
+    return out
+
+def _same_parent(p, ppid:int) -> bool:
+    "Whether the shell `p` still runs under the process that started it (a killed `dvc repro` leaves it orphaned)."
+    import psutil
+    try: return p.ppid() == ppid and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error: return False
+
 class _Guard:
     "Abort cleanly on signals or when the parent process dies."
     def __init__(self, tmp_files):
         self.tmp, self.ppid, self.done, self.old = tmp_files, os.getppid(), threading.Event(), {}
+        self.shells = _shell_wrappers()
     def abort(self, why:str, code:int):
         _kill_children()
         for f in self.tmp:
@@ -356,8 +376,9 @@ class _Guard:
         print(f"mlwb: stage aborted ({why}); temporary outputs removed", file=sys.stderr, flush=True)
         os._exit(code)
     def check(self):
-        "Abort if the parent died: nobody is left to record what this stage would commit."
-        if os.getppid() != self.ppid: self.abort('parent process died', 1)
+        "Abort if the parent (or the process behind a shell wrapper) died: nobody is left to record the outputs."
+        if os.getppid() != self.ppid or not all(_same_parent(p, ppid) for p, ppid in self.shells):
+            self.abort('parent process died', 1)
     def _watch(self):
         while not self.done.wait(0.5): self.check()
     def __enter__(self):
