@@ -436,6 +436,14 @@ def _execute(stage:str, nb:Path, tmp:Path, params:dict, cfg:Config, sockets:Path
         if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
         run_sync(km.cleanup_resources)()
 
+def _attach_report(out:Path, runs:Path, cfg:Config):
+    "Attach the report to every run the stage made: a file copy for a local store, MLflow (slow to import) otherwise."
+    from mlops_workbench.tracking import recorded_runs, attach_copy
+    for run_id, uri in recorded_runs(runs):
+        if not attach_copy(out, uri, 'reports', cfg.root):
+            from mlops_workbench.tracking import log_artifact
+            log_artifact(out, run_id, 'reports', cfg)
+
 def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
               cfg:Config|None=None, # workbench config
               progress:bool=True, # papermill's progress bar over cells
@@ -462,10 +470,7 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
                 _execute(stage, nb, tmp, params, cfg, sockets, progress)
                 guard.check()   # the watchdog polls every 0.5 s: look once more before the commit point
                 os.replace(tmp, out)
-            run_ids = list(dict.fromkeys(runs.read_text().split())) if runs.exists() else []
-            if log_to_mlflow and run_ids:
-                from mlops_workbench.tracking import log_artifact
-                for r in run_ids: log_artifact(out, r, 'reports', cfg)
+            if log_to_mlflow: _attach_report(out, runs, cfg)
         finally:
             for f in (tmp, runs):
                 if f.exists(): f.unlink()
