@@ -167,7 +167,7 @@ def cmd_simulate(args):
 
 def cmd_monitor(args):
     "Check new batches for drift (`dvc repro monitor`) and print every batch's verdict."
-    from mlops_workbench.loop import dvc_repro
+    from mlops_workbench.stages import dvc_repro
     from mlops_workbench.registry import aliases, verify_version, CHAMPION
     cfg = load_config()
     champion = aliases(cfg).get(CHAMPION)
