@@ -126,19 +126,30 @@ def _warned(fn, *args):
     for w in ws: print(f"mlwb: warning: {w.message}", file=sys.stderr)
     return out
 
+def _publish_if_asked() -> int:
+    "Publish the champion to the edge channel when params.yaml's `export.publish_on_promote` asks for it."
+    from mlops_workbench.config import read_params, find_root
+    if not (read_params(find_root()).get('export') or {}).get('publish_on_promote'): return 0
+    from mlops_workbench.export import publish_champion_if_asked
+    m = publish_champion_if_asked()
+    if m: print(f"edge: published version {m['version']} as sequence {m['sequence']}{' (rollback)' if m['rollback'] else ''}")
+    return 0
+
 def cmd_promote(args):
     "Make a version champion (the old one becomes `previous` unless broken); audited, idempotent; refuses a broken one."
     from mlops_workbench.registry import promote, aliases
     recs = _warned(promote, args.version, args.reason, args.evidence)
     _print_records(recs, f"version {args.version} is already champion: nothing changed")
-    print(f"roles: {aliases()}"); return 0
+    print(f"roles: {aliases()}")
+    return _publish_if_asked()
 
 def cmd_rollback(args):
     "Make `previous` (or --to VERSION) champion again; audited, idempotent."
     from mlops_workbench.registry import rollback, aliases
     recs = _warned(rollback, args.reason, args.to)
     _print_records(recs, "already rolled back: nothing changed")
-    print(f"roles: {aliases()}"); return 0
+    print(f"roles: {aliases()}")
+    return _publish_if_asked()
 
 def cmd_history(args):
     "Print the audit log of role changes (all, or of one version) and the current roles."
@@ -318,12 +329,16 @@ def add_doctor_command(add):
 def cmd_export(args):
     "Export a registered version to ONNX, prove parity on the held-out split, log it to the version's MLflow run."
     from mlops_workbench.export import export_version
-    r = export_version(args.version, args.alias)
+    r = export_version(args.version, args.alias, int8=args.int8)
     rep, lat = r['parity'], r['parity']['latency']
     print(f"version {r['version']}: parity passed on {rep['n']} {rep['split']} rows (argmax identical, max |Δp| "
           f"{rep['max_abs_diff']:.2e} <= {rep['tolerance']:g}); accuracy {rep['accuracy_onnx']:.4f}")
     print(f"latency (1 thread, median): single row {lat['single_ms_onnx']:.3f} ms onnx vs {lat['single_ms_torch']:.3f} ms "
           f"torch ({lat['single_speedup']:.1f}x); batch 256 {lat['batch256_ms_onnx']:.2f} ms vs {lat['batch256_ms_torch']:.2f} ms")
+    if args.int8:
+        q = r['int8']
+        print(f"int8: accuracy {q['accuracy_int8']:.4f} ({q['accuracy_delta']:+.4f} vs fp32), same class on {q['same_class']:.1%} "
+              f"of rows, {q['bytes_int8']/1024:.0f} KiB vs {q['bytes_fp32']/1024:.0f} KiB, single row {q['single_ms_int8']:.3f} ms")
     print(f"wrote {r['dir']}")
     return 0
 
@@ -360,6 +375,7 @@ def add_edge_commands(add):
         g.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='role (default champion)')
     s = add('export', cmd_export, 'export a registered version to ONNX with a parity proof on the held-out split')
     which(s)
+    s.add_argument('--int8', action='store_true', help="also quantize to int8 (onnxruntime) and report accuracy and speed")
     e = add('edge', lambda a: e.print_help() or 2, 'edge devices: signing keys, publishing bundles, fleet status')
     sub = e.add_subparsers(dest='edge_command', metavar='COMMAND')
     def edge(name, fn, help):

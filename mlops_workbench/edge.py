@@ -7,19 +7,22 @@ __all__ = ['BUNDLE_FORMAT', 'CRASH_ENV', 'SLOTS', 'Refused', 'sha256_file', 'fet
            'verify_signature', 'check_files', 'check_manifest', 'onnx_session', 'smoke_test', 'Device', 'EdgeModel',
            'predict_csv', 'run_agent', 'build_parser', 'main']
 
-# %% ../nbs/20_edge.ipynb #6abf473a
+# %% ../nbs/20_edge.ipynb #f3b0eea0
 import argparse, base64, binascii, contextlib, csv, hashlib, json, os, shutil, signal, sys, tempfile, time
 import urllib.error, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/20_edge.ipynb #175df614
+# %% ../nbs/20_edge.ipynb #cbb7f786
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 CRASH_ENV = 'MLWB_EDGE_CRASH_AT'   # fault injection for the kill tests: the agent SIGKILLs itself at this step
 
 class Refused(Exception):
     "A bundle this device will not take (the reason is the message); the device keeps its current model."
+    def __init__(self, msg:str, retry:bool=False): # retry: a transfer fault worth downloading again at the next poll
+        super().__init__(msg)
+        self.retry = retry
 
 def _now() -> str: return datetime.now(timezone.utc).isoformat(timespec='milliseconds')
 
@@ -49,7 +52,7 @@ def sha256_file(path:str|Path) -> str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/20_edge.ipynb #b58e329b
+# %% ../nbs/20_edge.ipynb #bb6206b0
 def _is_url(channel) -> bool: return str(channel).startswith(('http://', 'https://'))
 
 def fetch(channel:str|Path, # the channel folder or URL
@@ -73,7 +76,7 @@ def fetch(channel:str|Path, # the channel folder or URL
             os.fsync(out.fileno())
     return Path(dest)
 
-# %% ../nbs/20_edge.ipynb #a49313eb
+# %% ../nbs/20_edge.ipynb #86fa8cf0
 def load_public_key(path:str|Path): # an Ed25519PublicKey
     "The public key a device trusts (PEM)."
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -114,10 +117,10 @@ def check_files(folder:Path, # where the bundle's files are
     for name, f in manifest['files'].items():
         if '/' in name or name.startswith('.'): raise Refused(f"manifest names an unsafe file {name!r}")
         p = Path(folder)/name
-        if not p.is_file(): raise Refused(f"{name}: named by the manifest but missing from the bundle")
+        if not p.is_file(): raise Refused(f"{name}: named by the manifest but missing from the bundle", True)
         if p.stat().st_size != f['bytes']:
-            raise Refused(f"{name}: {p.stat().st_size} bytes, the signed manifest says {f['bytes']} (truncated download?)")
-        if sha256_file(p) != f['sha256']: raise Refused(f"{name}: sha256 differs from the signed manifest (tampered)")
+            raise Refused(f"{name}: {p.stat().st_size} bytes, the signed manifest says {f['bytes']} (truncated download?)", True)
+        if sha256_file(p) != f['sha256']: raise Refused(f"{name}: sha256 differs from the signed manifest (tampered)", True)
 
 def check_manifest(manifest:dict, # the verified manifest of a new bundle
                    current:dict|None, # the active manifest (None: an empty device)
@@ -166,7 +169,7 @@ def smoke_test(folder:Path, # the bundle's files
                       f"(tolerance {smoke['tolerance']:g})")
     return diff
 
-# %% ../nbs/20_edge.ipynb #f643c9b4
+# %% ../nbs/20_edge.ipynb #4d6fe5a9
 SLOTS = ('a', 'b')
 
 class Device:
@@ -255,7 +258,7 @@ class Device:
             for name in m['files']:
                 if '/' in name or name.startswith('.'): raise Refused(f"manifest names an unsafe file {name!r}")
                 try: fetch(channel, f'{b}/{name}', tmp/name)
-                except FileNotFoundError: raise Refused(f"{name}: named by the manifest but missing from the channel") from None
+                except FileNotFoundError: raise Refused(f"{name}: named by the manifest but missing from the channel", True) from None
             _step('downloaded')
             check_files(tmp, m)
             smoke_test(tmp, m)
@@ -290,14 +293,15 @@ class Device:
                 how = 'rolled back' if m.get('rollback') else 'updated'
                 self._emit(f"{how} to version {m['version']} (sequence {m['sequence']}, slot {slot})")
         except Refused as e:
-            self.refused[seq] = self.last_error = f"sequence {seq} refused: {e}"
-            outcome = 'refused'
-            self._emit(self.last_error)
+            again, self.last_error, outcome = self.last_error, f"sequence {seq} refused: {e}", 'refused'
+            if not e.retry: self.refused[seq] = self.last_error   # the same signed bundle: not downloaded again
+            if self.last_error != again: self._emit(self.last_error)
         except FileNotFoundError as e:
             outcome, self.last_error = ('empty', None) if 'LATEST.json' in str(e) else ('refused', str(e))
         except (OSError, ValueError, KeyError, urllib.error.URLError) as e:
+            again = self.last_error
             outcome, self.last_error = 'refused', f"channel unreadable: {type(e).__name__}: {str(e)[:300]}"
-            self._emit(self.last_error)
+            if self.last_error != again: self._emit(self.last_error)
         self.report(channel, outcome)
         return outcome
 
@@ -317,7 +321,7 @@ class Device:
             with contextlib.suppress(OSError): _write_json(Path(channel)/'devices'/f'{self.id}.json', st)
         return st
 
-# %% ../nbs/20_edge.ipynb #fa3dc411
+# %% ../nbs/20_edge.ipynb #4bb9fc49
 class EdgeModel:
     "The device's active model, for local predictions (reloads when the agent switches slots)."
     def __init__(self, root:str|Path, # the device's folder
@@ -383,7 +387,7 @@ def predict_csv(root:str|Path, # the device's folder
                                                   p['data_fingerprint'], p['sequence']])
     return len(rows)
 
-# %% ../nbs/20_edge.ipynb #1d9a3f73
+# %% ../nbs/20_edge.ipynb #75fa2970
 def run_agent(channel:str|Path, # the channel folder or URL
               device:Device, # the device to keep up to date
               poll:float=1.0, # seconds between checks

@@ -4,18 +4,19 @@
 
 # %% auto #0
 __all__ = ['EXPORT_DEFAULTS', 'KEY_ENV', 'BUNDLE_FORMAT', 'BUNDLE_FILES', 'ParityError', 'export_params', 'to_onnx',
-           'onnx_session', 'onnx_proba', 'parity_report', 'latency', 'export_model', 'resolve_version', 'held_out',
-           'export_version', 'key_path', 'key_id', 'keygen', 'load_signing_key', 'build_bundle', 'channel_head',
-           'publish_export', 'channel_dir', 'publish', 'fleet_status', 'format_fleet']
+           'onnx_session', 'onnx_proba', 'parity_report', 'latency', 'export_model', 'quantize_export',
+           'resolve_version', 'held_out', 'export_version', 'key_path', 'key_id', 'keygen', 'load_signing_key',
+           'build_bundle', 'channel_head', 'publish_export', 'channel_dir', 'publish', 'publish_champion_if_asked',
+           'fleet_status', 'format_fleet']
 
-# %% ../nbs/19_export.ipynb #3d4631b3
+# %% ../nbs/19_export.ipynb #60e066e2
 import hashlib, json, os, shutil, stat, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from .config import Config, load_config, write_json, read_json, file_lock
 
-# %% ../nbs/19_export.ipynb #238e3948
+# %% ../nbs/19_export.ipynb #408b0125
 EXPORT_DEFAULTS = dict(opset=17, tolerance=1e-4, split='test', smoke_rows=8, latency_rows=200, channel='edge/channel',
                        publish_on_promote=False)
 
@@ -34,11 +35,12 @@ def export_params(cfg:Config, # workbench config
     if not (isinstance(p['tolerance'], (int, float)) and 0 < p['tolerance'] < 1):
         raise ValueError(f"{where}.tolerance: {p['tolerance']!r} is not a probability difference in (0, 1)")
     if p['split'] not in ('train', 'val', 'test'): raise ValueError(f"{where}.split: {p['split']!r} is not train, val or test")
+    if not isinstance(p['publish_on_promote'], bool): raise ValueError(f"{where}.publish_on_promote: {p['publish_on_promote']!r} is not true or false")
     for k in ('smoke_rows', 'latency_rows'):
         if not (isinstance(p[k], int) and p[k] >= 1): raise ValueError(f"{where}.{k}: {p[k]!r} is not a positive count")
     return p
 
-# %% ../nbs/19_export.ipynb #8ccd5593
+# %% ../nbs/19_export.ipynb #4f533147
 def to_onnx(model, # a torch classifier returning logits [batch, classes]
             n_features:int, # input width
             path:str|Path, # the .onnx file to write
@@ -91,7 +93,7 @@ def parity_report(p_ref:np.ndarray, # torch probabilities [n, classes]
                 mean_abs_diff=float(diff.mean()) if diff.size else 0.0, tolerance=float(tolerance),
                 passed=bool(len(bad) == 0 and mx <= tolerance))
 
-# %% ../nbs/19_export.ipynb #93e49550
+# %% ../nbs/19_export.ipynb #6c6eff5a
 def _median_ms(fn, reps:int) -> float:
     ts = []
     for _ in range(reps):
@@ -109,7 +111,7 @@ def latency(model, # the torch model
     import torch
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    X = np.asarray(X, dtype=np.float32)
+    X = np.array(X, dtype=np.float32)   # a writable copy (torch warns on read-only arrays)
     B = np.resize(X, (256, X.shape[1]))
     try:
         with torch.no_grad():
@@ -124,7 +126,7 @@ def latency(model, # the torch model
     return dict(threads=1, single_ms_torch=single_t, single_ms_onnx=single_o, batch256_ms_torch=batch_t,
                 batch256_ms_onnx=batch_o, single_speedup=single_t / single_o, batch256_speedup=batch_t / batch_o)
 
-# %% ../nbs/19_export.ipynb #349b0207
+# %% ../nbs/19_export.ipynb #6b996ae3
 def _sha256(path:Path) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -171,7 +173,31 @@ def export_model(model, # a torch classifier (logits)
         raise
     return dict(rec, dir=str(out), parity=rep)
 
-# %% ../nbs/19_export.ipynb #46a50a70
+# %% ../nbs/19_export.ipynb #101b8459
+def quantize_export(export_dir:str|Path, # an export folder (see `export_model`)
+                    X:np.ndarray, y:np.ndarray, # held-out rows and their class indices
+                    rows:int=200, # single-row calls timed
+                   ) -> dict: # the int8 report (also written as int8.json)
+    "Quantize an export's ONNX model to int8 (dynamic) and report accuracy, agreement and speed against fp32."
+    from onnxruntime.quantization import quantize_dynamic, QuantType
+    d = Path(export_dir)
+    tmp = d/'.tmp-model.int8.onnx'
+    quantize_dynamic(str(d/'model.onnx'), str(tmp), weight_type=QuantType.QInt8)
+    os.replace(tmp, d/'model.int8.onnx')
+    s32, s8 = onnx_session(d/'model.onnx'), onnx_session(d/'model.int8.onnx')
+    p32, p8 = onnx_proba(s32, X), onnx_proba(s8, X)
+    it32, it8 = iter(range(10**9)), iter(range(10**9))
+    X = np.asarray(X, np.float32)
+    rep = dict(n=int(len(X)), accuracy_fp32=float((p32.argmax(1) == y).mean()), accuracy_int8=float((p8.argmax(1) == y).mean()),
+               same_class=float((p32.argmax(1) == p8.argmax(1)).mean()), max_abs_diff=float(np.abs(p32 - p8).max()),
+               bytes_fp32=(d/'model.onnx').stat().st_size, bytes_int8=(d/'model.int8.onnx').stat().st_size,
+               single_ms_fp32=_median_ms(lambda: s32.run(None, {'x': X[next(it32) % len(X)][None]}), rows),
+               single_ms_int8=_median_ms(lambda: s8.run(None, {'x': X[next(it8) % len(X)][None]}), rows))
+    rep['accuracy_delta'] = rep['accuracy_int8'] - rep['accuracy_fp32']
+    write_json(d/'int8.json', rep)
+    return rep
+
+# %% ../nbs/19_export.ipynb #35920688
 def resolve_version(cfg:Config, version=None, alias:str|None=None) -> int:
     "The registered version to export: `version`, else the holder of `alias` (default champion); checked sound."
     from mlops_workbench.registry import aliases, check_version, RegistryError
@@ -195,7 +221,8 @@ def export_version(version=None, # a version number; default: the holder of `ali
                    cfg:Config|None=None, # workbench config
                    out_dir:str|Path|None=None, # default: edge/exports/v<N> under the project
                    log:bool=True, # log the ONNX file, report and latency to the version's MLflow run
-                  ) -> dict: # the export record (export.json) with `dir` and `parity`
+                   int8:bool=False, # also quantize to int8 and report it (`quantize_export`)
+                  ) -> dict: # the export record (export.json) with `dir`, `parity` (and `int8`)
     "Export a registered version to ONNX, prove parity on the held-out split, write its export folder and log it."
     from mlops_workbench import tracking
     cfg = cfg or load_config()
@@ -212,7 +239,14 @@ def export_version(version=None, # a version number; default: the holder of `ali
         write_json(folder/'parity.json', rep)
         if log: _log_export(cfg, v, mv.run_id, folder, rep)
     out = Path(out_dir) if out_dir else cfg.path('edge', 'exports', f'v{v}')
-    return export_model(model, X, y, out, info, p['opset'], p['tolerance'], p['smoke_rows'], p['latency_rows'], report)
+    rec = export_model(model, X, y, out, info, p['opset'], p['tolerance'], p['smoke_rows'], p['latency_rows'], report)
+    if int8:
+        rec['int8'] = quantize_export(out, X, y, p['latency_rows'])
+        if log:
+            c = tracking.get_client(cfg)
+            for f in ('model.int8.onnx', 'int8.json'): c.log_artifact(mv.run_id, str(out/f), 'onnx')
+            tracking.log_metrics(c, mv.run_id, {f'onnx.int8.{k}': x for k, x in rec['int8'].items()})
+    return rec
 
 def _log_export(cfg:Config, v:int, run_id:str, folder:Path, rep:dict):
     "Log the ONNX file, the parity report and the latency to the version's run; tag the version."
@@ -227,7 +261,7 @@ def _log_export(cfg:Config, v:int, run_id:str, folder:Path, rep:dict):
                              'mlwb.onnx.max_abs_diff': f"{rep['max_abs_diff']:.3e}", 'mlwb.onnx.split': rep['split'],
                              'mlwb.onnx.report': f'runs:/{run_id}/onnx/parity.json'}, cfg)
 
-# %% ../nbs/19_export.ipynb #9e5f9f00
+# %% ../nbs/19_export.ipynb #184b2e7c
 KEY_ENV = 'MLWB_EDGE_KEY'
 
 def key_path(env:dict|None=None) -> Path:
@@ -286,7 +320,7 @@ def load_signing_key(path:str|Path|None=None): # an Ed25519PrivateKey
     if not isinstance(key, Ed25519PrivateKey): raise ValueError(f"{path}: not an Ed25519 key")
     return key
 
-# %% ../nbs/19_export.ipynb #3380ce4b
+# %% ../nbs/19_export.ipynb #f372ffaf
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 BUNDLE_FILES = ('model.onnx', 'smoke.json')
 
@@ -349,7 +383,7 @@ def publish_export(export_dir:str|Path, # an export folder
                                                model_name=m['model_name'], rollback=m['rollback'], published_at=m['created_at']))
     return m
 
-# %% ../nbs/19_export.ipynb #33224a92
+# %% ../nbs/19_export.ipynb #d66829f9
 def channel_dir(cfg:Config, channel:str|Path|None=None) -> Path:
     "The channel folder: `channel`, else `export.channel` of params.yaml; relative paths are under the project root."
     p = Path(channel or export_params(cfg)['channel']).expanduser()
@@ -372,6 +406,15 @@ def publish(version=None, # a version number; default: the holder of `alias`
     m = publish_export(folder, channel_dir(cfg, channel), key, rollback)
     registry.tag_version(v, {f"mlwb.edge.published.{m['sequence']:06d}": m['created_at']}, cfg)
     return m
+
+def publish_champion_if_asked(cfg:Config|None=None) -> dict|None: # the manifest published, or None
+    "After a promote or rollback: publish the champion when `export.publish_on_promote` is set and the channel differs."
+    cfg = cfg or load_config()
+    if not export_params(cfg)['publish_on_promote']: return None
+    v = resolve_version(cfg, alias='champion')
+    head = channel_head(channel_dir(cfg))
+    if head and int(head['version']) == v: return None
+    return publish(v, rollback=bool(head and v < int(head['version'])), cfg=cfg)
 
 def fleet_status(channel:str|Path, # the channel folder
                 ) -> list: # one dict per device, by device id

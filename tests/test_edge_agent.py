@@ -79,6 +79,9 @@ def test_truncated_download(kit, tmp_path):
     f = ch/'bundles'/'000002'/'model.onnx'
     f.write_bytes(f.read_bytes()[:100])
     refused(dev, ch, 'truncated download?')
+    assert dev.check(ch) == 'refused' and (dev.root/'agent.log').read_text().count('truncated') == 1   # logged once
+    shutil.copyfile(kit['dir']/'v2'/'model.onnx', f)    # a transfer fault is retried at the next poll
+    assert dev.check(ch) == 'updated' and dev.pointer()['version'] == 2
 
 def test_manifest_names_a_missing_file(kit, tmp_path):
     from mlops_workbench.export import publish_export
@@ -184,3 +187,39 @@ def test_agent_cli_predict_and_status(kit, tmp_path):
     assert json.loads((tmp_path/'fresh'/'status.json').read_text())['version'] is None
     r = _agent(ch, tmp_path/'fresh', kit)
     assert r.returncode == 0 and json.loads((tmp_path/'fresh'/'status.json').read_text())['version'] == 1
+
+def test_channel_over_http(kit, tmp_path):
+    "The same channel served over HTTP (loopback): the device updates from it, and a missing file is a clear refusal."
+    import functools, threading
+    from http.server import ThreadingHTTPServer, SimpleHTTPRequestHandler
+    from mlops_workbench.export import publish_export
+    from mlops_workbench.edge import Device
+    ch = tmp_path/'channel'
+    publish_export(kit['dir']/'v1', ch, kit['key'])
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *a): pass
+    srv = ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(Quiet, directory=str(ch)))
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{srv.server_address[1]}'
+        dev = Device(tmp_path/'dev', kit['pub'], log=lambda line: None)
+        assert dev.check(url) == 'updated' and dev.pointer()['version'] == 1
+        publish_export(kit['dir']/'v2', ch, kit['key'])
+        (ch/'bundles'/'000002'/'model.onnx').unlink()
+        assert dev.check(url) == 'refused' and 'model.onnx: named by the manifest but missing from the channel' in dev.last_error
+        assert not (ch/'devices').exists()   # an HTTP channel is read-only for devices: status stays on the device
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+def test_agent_module_imports_nothing_heavy(tmp_path):
+    "The agent's module loads no other workbench module and none of torch, MLflow, Ray, pandas, onnx; export is light too."
+    from conftest import py
+    code = ("import sys, mlops_workbench.edge; "
+            "print(sorted(m for m in sys.modules if m.startswith('mlops_workbench'))); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'ray', 'pymilvus', 'pandas', 'onnx', "
+            "'onnxruntime', 'cryptography', 'scipy', 'sklearn', 'yaml'})); import mlops_workbench.export; "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'onnx', 'onnxruntime', 'cryptography'}))")
+    lines = py(code, tmp_path).stdout.split('\n')
+    assert lines[:3] == ["['mlops_workbench', 'mlops_workbench.edge']", '[]', '[]'], lines
+    assert list(tmp_path.iterdir()) == []

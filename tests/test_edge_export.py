@@ -6,11 +6,14 @@ import yaml
 from conftest import sh, py, clean_env, set_params
 
 def test_export_champion_proves_parity_and_logs_it(project):
-    r = sh(['mlwb', 'export', '--alias', 'champion'], project)
-    assert 'parity passed on' in r.stdout and 'argmax identical' in r.stdout, r.stdout
+    r = sh(['mlwb', 'export', '--alias', 'champion', '--int8'], project)
+    assert 'parity passed on' in r.stdout and 'argmax identical' in r.stdout and 'int8: accuracy' in r.stdout, r.stdout
     ver = py("from mlops_workbench.registry import aliases; print(aliases()['champion'])", project).stdout.strip()
     out = project/'edge'/'exports'/f'v{ver}'
-    assert sorted(p.name for p in out.iterdir()) == ['export.json', 'model.onnx', 'parity.json', 'smoke.json']
+    assert sorted(p.name for p in out.iterdir()) == ['export.json', 'int8.json', 'model.int8.onnx', 'model.onnx', 'parity.json', 'smoke.json']
+    q = json.loads((out/'int8.json').read_text())
+    assert q['bytes_int8'] < q['bytes_fp32'] and q['same_class'] > 0.9, q
+    print(f"int8: {q}")
     rep = json.loads((out/'parity.json').read_text())
     meta = json.loads((project/'data'/'prepared'/'meta.json').read_text())
     assert rep['passed'] and rep['argmax_mismatches'] == 0 and rep['n'] == meta['counts']['test']
@@ -28,7 +31,8 @@ print(sorted(a.path for a in c.list_artifacts(mv.run_id, 'onnx')))
 print(mv.tags['mlwb.onnx.parity'], mv.tags['mlwb.onnx.opset'], 'onnx.single_ms_onnx' in c.get_run(mv.run_id).data.metrics)
 """
     lines = py(code, project).stdout.strip().splitlines()
-    assert lines[-2] == "['onnx/model.onnx', 'onnx/parity.json']" and lines[-1] == 'passed 17 True', lines
+    assert lines[-2] == "['onnx/int8.json', 'onnx/model.int8.onnx', 'onnx/model.onnx', 'onnx/parity.json']", lines
+    assert lines[-1] == 'passed 17 True', lines
 
 def test_failed_parity_exits_nonzero_with_no_folder(project):
     params = (project/'params.yaml').read_text()
@@ -66,3 +70,19 @@ def test_keygen_publish_status(project, tmp_path):
     r = sh(['mlwb', 'edge', 'status'], project, env=env)
     assert r.stdout.startswith('channel: sequence 1') and 'no device has reported yet' in r.stdout
     assert sh(['mlwb', 'edge', 'publish', '--alias', 'champion'], project, env=env).stdout.count('as sequence 2') == 1
+
+def test_promote_publishes_when_asked(project, tmp_path):
+    env = clean_env(MLWB_EDGE_KEY=str(tmp_path/'keys'/'edge.key'))
+    sh(['mlwb', 'edge', 'keygen'], project, env=env)
+    ver = py("from mlops_workbench.registry import aliases; print(aliases()['champion'])", project).stdout.strip()
+    params = (project/'params.yaml').read_text()
+    try:
+        r = sh(['mlwb', 'promote', ver, '--reason', 'no change'], project, env=env)
+        assert 'edge: published' not in r.stdout and not (project/'edge'/'auto').exists()   # off by default
+        set_params(project, export={'publish_on_promote': True, 'channel': 'edge/auto'})
+        r = sh(['mlwb', 'promote', ver, '--reason', 'keep the devices on the champion'], project, env=env)
+        assert f'edge: published version {ver} as sequence 1' in r.stdout, r.stdout
+        r = sh(['mlwb', 'promote', ver, '--reason', 'again'], project, env=env)   # the channel has it: nothing more
+        assert 'edge: published' not in r.stdout
+        assert json.loads((project/'edge'/'auto'/'LATEST.json').read_text())['sequence'] == 1
+    finally: (project/'params.yaml').write_text(params)
