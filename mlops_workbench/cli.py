@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRAS = dict(torch='train', ray='train', optuna='train',
               mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
               jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
-              onnxruntime='edge', cryptography='edge')
+              onnx='train', onnxruntime='edge', cryptography='edge')
 
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."

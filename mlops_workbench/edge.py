@@ -7,14 +7,14 @@ __all__ = ['BUNDLE_FORMAT', 'CRASH_ENV', 'SLOTS', 'Refused', 'sha256_file', 'fet
            'verify_signature', 'check_files', 'check_manifest', 'onnx_session', 'smoke_test', 'Device', 'EdgeModel',
            'predict_csv', 'run_agent', 'build_parser', 'main']
 
-# %% ../nbs/20_edge.ipynb #f3b0eea0
+# %% ../nbs/20_edge.ipynb #10baa440
 import argparse, base64, binascii, contextlib, csv, hashlib, json, os, shutil, signal, sys, tempfile, time
 import urllib.error, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/20_edge.ipynb #cbb7f786
+# %% ../nbs/20_edge.ipynb #e3403049
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 CRASH_ENV = 'MLWB_EDGE_CRASH_AT'   # fault injection for the kill tests: the agent SIGKILLs itself at this step
 
@@ -52,7 +52,7 @@ def sha256_file(path:str|Path) -> str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/20_edge.ipynb #bb6206b0
+# %% ../nbs/20_edge.ipynb #73785b2f
 def _is_url(channel) -> bool: return str(channel).startswith(('http://', 'https://'))
 
 def fetch(channel:str|Path, # the channel folder or URL
@@ -76,7 +76,7 @@ def fetch(channel:str|Path, # the channel folder or URL
             os.fsync(out.fileno())
     return Path(dest)
 
-# %% ../nbs/20_edge.ipynb #86fa8cf0
+# %% ../nbs/20_edge.ipynb #f65a7fa9
 def load_public_key(path:str|Path): # an Ed25519PublicKey
     "The public key a device trusts (PEM)."
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -169,7 +169,7 @@ def smoke_test(folder:Path, # the bundle's files
                       f"(tolerance {smoke['tolerance']:g})")
     return diff
 
-# %% ../nbs/20_edge.ipynb #4d6fe5a9
+# %% ../nbs/20_edge.ipynb #ed756cff
 SLOTS = ('a', 'b')
 
 class Device:
@@ -255,6 +255,7 @@ class Device:
             if m['sequence'] != head['sequence']:
                 raise Refused(f"LATEST.json names sequence {head['sequence']} but the signed manifest says {m['sequence']}")
             check_manifest(m, current, self.schema, self.accept_schema_change)
+            _step('manifest')
             for name in m['files']:
                 if '/' in name or name.startswith('.'): raise Refused(f"manifest names an unsafe file {name!r}")
                 try: fetch(channel, f'{b}/{name}', tmp/name)
@@ -321,7 +322,7 @@ class Device:
             with contextlib.suppress(OSError): _write_json(Path(channel)/'devices'/f'{self.id}.json', st)
         return st
 
-# %% ../nbs/20_edge.ipynb #4bb9fc49
+# %% ../nbs/20_edge.ipynb #b3390c5e
 class EdgeModel:
     "The device's active model, for local predictions (reloads when the agent switches slots)."
     def __init__(self, root:str|Path, # the device's folder
@@ -387,7 +388,7 @@ def predict_csv(root:str|Path, # the device's folder
                                                   p['data_fingerprint'], p['sequence']])
     return len(rows)
 
-# %% ../nbs/20_edge.ipynb #75fa2970
+# %% ../nbs/20_edge.ipynb #c8055e7d
 def run_agent(channel:str|Path, # the channel folder or URL
               device:Device, # the device to keep up to date
               poll:float=1.0, # seconds between checks

@@ -148,7 +148,7 @@ def _agent(ch, dev, kit, env=None, check=False):
     return sh([*AGENT, 'run', '--channel', str(ch), '--device', str(dev), '--trust', str(kit['pub']), '--once'], dev.parent,
               check=check, env=clean_env(**(env or {})), timeout=120)
 
-@pytest.mark.parametrize('step', ['downloaded', 'verified', 'slot_written', 'pointer_written', 'swapped', 'status'])
+@pytest.mark.parametrize('step', ['manifest', 'downloaded', 'verified', 'slot_written', 'pointer_written', 'swapped', 'status'])
 def test_sigkill_at_every_step_leaves_one_valid_model(kit, tmp_path, step):
     from mlops_workbench.export import publish_export
     from mlops_workbench.edge import Device, EdgeModel
@@ -159,7 +159,7 @@ def test_sigkill_at_every_step_leaves_one_valid_model(kit, tmp_path, step):
     after = Device(dev.root, kit['pub'], log=lambda line: None)
     ptr = after.pointer()
     m = after.verify_slot(ptr['slot'])     # the pointer names one complete, verified bundle
-    want = 1 if step in ('downloaded', 'verified', 'slot_written', 'pointer_written') else 2
+    want = 1 if step in ('manifest', 'downloaded', 'verified', 'slot_written', 'pointer_written') else 2
     assert (m['version'], ptr['version']) == (want, want)
     assert EdgeModel(dev.root).predict(kit['X'][:1, :3])[0]['model_version'] == want
     r = _agent(ch, dev.root, kit, check=True)      # restarted: it recovers and finishes the update
