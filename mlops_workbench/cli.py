@@ -132,7 +132,9 @@ def _publish_if_asked() -> int:
     if not (read_params(find_root()).get('export') or {}).get('publish_on_promote'): return 0
     from mlops_workbench.export import publish_champion_if_asked
     m = publish_champion_if_asked()
-    if m: print(f"edge: published version {m['version']} as sequence {m['sequence']}{' (rollback)' if m['rollback'] else ''}")
+    if m:
+        how = ' (rollback)' if m['rollback'] else ''
+        print(f"edge: published version {m['version']} as sequence {m['sequence']}{how}")
     return 0
 
 def cmd_promote(args):
@@ -333,17 +335,19 @@ def cmd_export(args):
     rep, lat = r['parity'], r['parity']['latency']
     print(f"version {r['version']}: parity passed on {rep['n']} {rep['split']} rows (argmax identical, max |Δp| "
           f"{rep['max_abs_diff']:.2e} <= {rep['tolerance']:g}); accuracy {rep['accuracy_onnx']:.4f}")
-    print(f"latency (1 thread, median): single row {lat['single_ms_onnx']:.3f} ms onnx vs {lat['single_ms_torch']:.3f} ms "
-          f"torch ({lat['single_speedup']:.1f}x); batch 256 {lat['batch256_ms_onnx']:.2f} ms vs {lat['batch256_ms_torch']:.2f} ms")
+    print(f"latency (1 thread, median): single row {lat['single_ms_onnx']:.3f} ms onnx vs "
+          f"{lat['single_ms_torch']:.3f} ms torch ({lat['single_speedup']:.1f}x); "
+          f"batch 256 {lat['batch256_ms_onnx']:.2f} ms vs {lat['batch256_ms_torch']:.2f} ms")
     if args.int8:
         q = r['int8']
-        print(f"int8: accuracy {q['accuracy_int8']:.4f} ({q['accuracy_delta']:+.4f} vs fp32), same class on {q['same_class']:.1%} "
-              f"of rows, {q['bytes_int8']/1024:.0f} KiB vs {q['bytes_fp32']/1024:.0f} KiB, single row {q['single_ms_int8']:.3f} ms")
+        print(f"int8: accuracy {q['accuracy_int8']:.4f} ({q['accuracy_delta']:+.4f} vs fp32), same class on "
+              f"{q['same_class']:.1%} of rows, {q['bytes_int8']/1024:.0f} KiB vs {q['bytes_fp32']/1024:.0f} KiB, "
+              f"single row {q['single_ms_int8']:.3f} ms")
     print(f"wrote {r['dir']}")
     return 0
 
 def cmd_edge_keygen(args):
-    "Make the Ed25519 signing key pair (private key mode 0600 at $MLWB_EDGE_KEY, outside the repo; public key beside it)."
+    "Make the Ed25519 signing key pair (private key, mode 0600, at $MLWB_EDGE_KEY outside the repo; public beside it)."
     from mlops_workbench.export import keygen
     k = keygen(args.path, args.force)
     print(f"private key: {k['private']} (mode 600, keep it secret)\npublic key:  {k['public']} (give it to devices: "
@@ -375,7 +379,7 @@ def add_edge_commands(add):
         g.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='role (default champion)')
     s = add('export', cmd_export, 'export a registered version to ONNX with a parity proof on the held-out split')
     which(s)
-    s.add_argument('--int8', action='store_true', help="also quantize to int8 (onnxruntime) and report accuracy and speed")
+    s.add_argument('--int8', action='store_true', help="also quantize to int8 and report its accuracy and speed")
     e = add('edge', lambda a: e.print_help() or 2, 'edge devices: signing keys, publishing bundles, fleet status')
     sub = e.add_subparsers(dest='edge_command', metavar='COMMAND')
     def edge(name, fn, help):
@@ -383,12 +387,12 @@ def add_edge_commands(add):
         s.set_defaults(fn=fn)
         return s
     s = edge('keygen', cmd_edge_keygen, 'make the signing key pair (private key outside the repo, mode 600)')
-    s.add_argument('--path', help='private key file (default: $MLWB_EDGE_KEY or ~/.config/mlops-workbench/edge-signing.key)')
+    s.add_argument('--path', help='private key file (default: $MLWB_EDGE_KEY, else ~/.config/mlops-workbench/...)')
     s.add_argument('--force', action='store_true', help='replace an existing key')
     s = edge('publish', cmd_edge_publish, "sign a version's bundle and publish it to the channel")
     which(s)
     s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
-    s.add_argument('--rollback', action='store_true', help='publish a version older than the channel\'s (a signed rollback)')
+    s.add_argument('--rollback', action='store_true', help="publish an older version than the channel's (signed)")
     s = edge('status', cmd_edge_status, 'show the channel and what every device reported')
     s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
     s.add_argument('--json', action='store_true', help='print JSON')

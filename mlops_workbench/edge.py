@@ -7,14 +7,14 @@ __all__ = ['BUNDLE_FORMAT', 'CRASH_ENV', 'SLOTS', 'Refused', 'sha256_file', 'fet
            'verify_signature', 'check_files', 'check_manifest', 'onnx_session', 'smoke_test', 'Device', 'EdgeModel',
            'predict_csv', 'run_agent', 'build_parser', 'main']
 
-# %% ../nbs/20_edge.ipynb #10baa440
+# %% ../nbs/20_edge.ipynb #9d52bcc7
 import argparse, base64, binascii, contextlib, csv, hashlib, json, os, shutil, signal, sys, tempfile, time
 import urllib.error, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/20_edge.ipynb #e3403049
+# %% ../nbs/20_edge.ipynb #3fc985cf
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 CRASH_ENV = 'MLWB_EDGE_CRASH_AT'   # fault injection for the kill tests: the agent SIGKILLs itself at this step
 
@@ -52,7 +52,7 @@ def sha256_file(path:str|Path) -> str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/20_edge.ipynb #73785b2f
+# %% ../nbs/20_edge.ipynb #eaa4b637
 def _is_url(channel) -> bool: return str(channel).startswith(('http://', 'https://'))
 
 def fetch(channel:str|Path, # the channel folder or URL
@@ -76,7 +76,7 @@ def fetch(channel:str|Path, # the channel folder or URL
             os.fsync(out.fileno())
     return Path(dest)
 
-# %% ../nbs/20_edge.ipynb #f65a7fa9
+# %% ../nbs/20_edge.ipynb #e560079a
 def load_public_key(path:str|Path): # an Ed25519PublicKey
     "The public key a device trusts (PEM)."
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -106,7 +106,8 @@ def verify_signature(body:bytes, # the manifest's exact bytes
         try: signer = json.loads(body).get('key_id')
         except (ValueError, AttributeError): signer = None
         mine = public_key_id(key)
-        if signer and signer != mine: raise Refused(f"wrong key: signed by key {signer}, this device trusts key {mine}") from None
+        if signer and signer != mine:
+            raise Refused(f"wrong key: signed by key {signer}, this device trusts key {mine}") from None
         raise Refused("bad signature: the manifest is not what the trusted key signed (altered)") from None
     return json.loads(body)
 
@@ -119,8 +120,10 @@ def check_files(folder:Path, # where the bundle's files are
         p = Path(folder)/name
         if not p.is_file(): raise Refused(f"{name}: named by the manifest but missing from the bundle", True)
         if p.stat().st_size != f['bytes']:
-            raise Refused(f"{name}: {p.stat().st_size} bytes, the signed manifest says {f['bytes']} (truncated download?)", True)
-        if sha256_file(p) != f['sha256']: raise Refused(f"{name}: sha256 differs from the signed manifest (tampered)", True)
+            raise Refused(f"{name}: {p.stat().st_size} bytes, the signed manifest says {f['bytes']} "
+                          "(truncated download?)", True)
+        if sha256_file(p) != f['sha256']:
+            raise Refused(f"{name}: sha256 differs from the signed manifest (tampered)", True)
 
 def check_manifest(manifest:dict, # the verified manifest of a new bundle
                    current:dict|None, # the active manifest (None: an empty device)
@@ -139,8 +142,8 @@ def check_manifest(manifest:dict, # the verified manifest of a new bundle
     have = manifest['input_schema']['features']
     if want is not None and list(want) != list(have) and not accept_schema_change:
         gone, new = [f for f in want if f not in have], [f for f in have if f not in want]
-        raise Refused(f"input schema changes ({len(want)} -> {len(have)} features; dropped {gone[:5]}, added {new[:5]}) "
-                      "and this device was not told to accept a schema change")
+        raise Refused(f"input schema changes ({len(want)} -> {len(have)} features; dropped {gone[:5]}, "
+                      f"added {new[:5]}) and this device was not told to accept a schema change")
 
 def onnx_session(path:str|Path, threads:int=1):
     "An onnxruntime CPU session on an ONNX file."
@@ -157,9 +160,11 @@ def smoke_test(folder:Path, # the bundle's files
     smoke = _read_json(Path(folder)/'smoke.json')
     x, want = np.asarray(smoke['x'], np.float32), np.asarray(smoke['proba'], np.float64)
     if x.ndim != 2 or x.shape[1] != len(manifest['input_schema']['features']):
-        raise Refused(f"smoke test: rows of width {x.shape[-1]} for {len(manifest['input_schema']['features'])} features")
+        n = len(manifest['input_schema']['features'])
+        raise Refused(f"smoke test: rows of width {x.shape[-1]} for {n} features")
     try: got = onnx_session(Path(folder)/'model.onnx').run(None, {'x': x})[0]
-    except Exception as e: raise Refused(f"smoke test: the model does not run ({type(e).__name__}: {str(e)[:200]})") from None
+    except Exception as e:
+        raise Refused(f"smoke test: the model does not run ({type(e).__name__}: {str(e)[:200]})") from None
     if got.shape != want.shape or got.shape[1] != len(manifest['classes']):
         raise Refused(f"smoke test: outputs of shape {got.shape}, expected {want.shape}")
     bad = np.flatnonzero(got.argmax(1) != want.argmax(1))
@@ -169,7 +174,7 @@ def smoke_test(folder:Path, # the bundle's files
                       f"(tolerance {smoke['tolerance']:g})")
     return diff
 
-# %% ../nbs/20_edge.ipynb #ed756cff
+# %% ../nbs/20_edge.ipynb #9c18b4fd
 SLOTS = ('a', 'b')
 
 class Device:
@@ -208,7 +213,8 @@ class Device:
 
     def _emit(self, line:str):
         self.log(f"{_now()} {self.id}: {line}")
-        with contextlib.suppress(OSError), open(self.root/'agent.log', 'a', encoding='utf-8') as f: f.write(f"{_now()} {line}\n")
+        with contextlib.suppress(OSError), open(self.root/'agent.log', 'a', encoding='utf-8') as f:
+            f.write(f"{_now()} {line}\n")
 
     def _swap(self, slot:str, m:dict):
         "Point at `slot`: write the new pointer beside the old one, then rename it over."
@@ -239,7 +245,8 @@ class Device:
                 self._emit(self.last_error)
                 return ptr
             self._swap(other, m)
-            self.last_error = f"active slot {ptr['slot']} does not verify ({e}): rolled back to slot {other} (version {m['version']})"
+            self.last_error = (f"active slot {ptr['slot']} does not verify ({e}): rolled back to slot {other} "
+                               f"(version {m['version']})")
             self._emit(self.last_error)
         return self.pointer()
 
@@ -253,13 +260,15 @@ class Device:
             sig = fetch(channel, f'{b}/manifest.sig', tmp/'manifest.sig').read_bytes()
             m = verify_signature(body, sig, self.key)
             if m['sequence'] != head['sequence']:
-                raise Refused(f"LATEST.json names sequence {head['sequence']} but the signed manifest says {m['sequence']}")
+                raise Refused(f"LATEST.json names sequence {head['sequence']} but the signed manifest says "
+                              f"{m['sequence']}")
             check_manifest(m, current, self.schema, self.accept_schema_change)
             _step('manifest')
             for name in m['files']:
                 if '/' in name or name.startswith('.'): raise Refused(f"manifest names an unsafe file {name!r}")
                 try: fetch(channel, f'{b}/{name}', tmp/name)
-                except FileNotFoundError: raise Refused(f"{name}: named by the manifest but missing from the channel", True) from None
+                except FileNotFoundError:
+                    raise Refused(f"{name}: named by the manifest but missing from the channel", True) from None
             _step('downloaded')
             check_files(tmp, m)
             smoke_test(tmp, m)
@@ -322,7 +331,7 @@ class Device:
             with contextlib.suppress(OSError): _write_json(Path(channel)/'devices'/f'{self.id}.json', st)
         return st
 
-# %% ../nbs/20_edge.ipynb #b3390c5e
+# %% ../nbs/20_edge.ipynb #712b60a0
 class EdgeModel:
     "The device's active model, for local predictions (reloads when the agent switches slots)."
     def __init__(self, root:str|Path, # the device's folder
@@ -351,7 +360,8 @@ class EdgeModel:
         s = self._load()
         X = np.atleast_2d(np.asarray(X, dtype=np.float32))
         n = len(self.manifest['input_schema']['features'])
-        if X.shape[1] != n: raise ValueError(f"rows have {X.shape[1]} values, the model (version {self.manifest['version']}) takes {n}")
+        if X.shape[1] != n:
+            raise ValueError(f"rows have {X.shape[1]} values, the model (version {self.manifest['version']}) takes {n}")
         return s.run(None, {'x': X})[0]
 
     def predict(self, X) -> list:
@@ -373,22 +383,25 @@ def predict_csv(root:str|Path, # the device's folder
         rows = list(csv.DictReader(f))
         header = rows[0].keys() if rows else []
     missing = [c for c in feats if c not in header]
-    if rows and missing: raise ValueError(f"{path}: no column(s) {', '.join(missing[:5])} (the model takes {len(feats)} features)")
+    if rows and missing:
+        raise ValueError(f"{path}: no column(s) {', '.join(missing[:5])} (the model takes {len(feats)} features)")
     X = np.zeros((len(rows), len(feats)), np.float32)
     for i, r in enumerate(rows):
         for j, c in enumerate(feats):
             try: X[i, j] = float(r[c])
-            except (TypeError, ValueError): raise ValueError(f"{path}: row {i + 1}, column {c}: {r[c]!r} is not a number") from None
+            except (TypeError, ValueError):
+                raise ValueError(f"{path}: row {i + 1}, column {c}: {r[c]!r} is not a number") from None
     recs = model.predict(X) if rows else []
     w = csv.writer(out or sys.stdout)
     ids = 'id' in header
-    w.writerow((['id'] if ids else []) + ['prediction', 'probability', 'model_version', 'run_id', 'data_fingerprint', 'sequence'])
+    w.writerow((['id'] if ids else []) + ['prediction', 'probability', 'model_version', 'run_id', 'data_fingerprint',
+                                          'sequence'])
     for r, p in zip(rows, recs):
-        w.writerow(([r['id']] if ids else []) + [p['prediction'], f"{p['probability']:.6f}", p['model_version'], p['run_id'],
-                                                  p['data_fingerprint'], p['sequence']])
+        w.writerow(([r['id']] if ids else []) + [p['prediction'], f"{p['probability']:.6f}", p['model_version'],
+                                                  p['run_id'], p['data_fingerprint'], p['sequence']])
     return len(rows)
 
-# %% ../nbs/20_edge.ipynb #c8055e7d
+# %% ../nbs/20_edge.ipynb #c29161ea
 def run_agent(channel:str|Path, # the channel folder or URL
               device:Device, # the device to keep up to date
               poll:float=1.0, # seconds between checks
@@ -413,13 +426,14 @@ def run_agent(channel:str|Path, # the channel folder or URL
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb-edge` argument parser."
-    p = argparse.ArgumentParser(prog='mlwb-edge', description='mlops-workbench edge agent: keep a device on a channel of '
-                                'signed model bundles, and predict with its model.')
+    p = argparse.ArgumentParser(prog='mlwb-edge', description='mlops-workbench edge agent: keep a device on a channel '
+                                'of signed model bundles, and predict with its model.')
     sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
     s = sub.add_parser('run', help='poll the channel and update the device (verified, atomic)')
     s.add_argument('--channel', required=True, help='channel folder or http(s) URL')
     s.add_argument('--device', required=True, type=Path, help="the device's folder")
-    s.add_argument('--trust', required=True, type=Path, help="the publisher's public key (.pub from `mlwb edge keygen`)")
+    s.add_argument('--trust', required=True, type=Path,
+                   help="the publisher's public key (the .pub file of `mlwb edge keygen`)")
     s.add_argument('--id', help="the device's name in the fleet (default: the folder's name)")
     s.add_argument('--poll', type=float, default=5.0, help='seconds between checks (default 5)')
     s.add_argument('--once', action='store_true', help='check once; exit 1 when the bundle was refused')

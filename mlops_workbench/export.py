@@ -9,14 +9,14 @@ __all__ = ['EXPORT_DEFAULTS', 'KEY_ENV', 'BUNDLE_FORMAT', 'BUNDLE_FILES', 'Parit
            'build_bundle', 'channel_head', 'publish_export', 'channel_dir', 'publish', 'publish_champion_if_asked',
            'fleet_status', 'format_fleet']
 
-# %% ../nbs/19_export.ipynb #60e066e2
+# %% ../nbs/19_export.ipynb #fc3ed080
 import hashlib, json, os, shutil, stat, tempfile, time
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 from .config import Config, load_config, write_json, read_json, file_lock
 
-# %% ../nbs/19_export.ipynb #408b0125
+# %% ../nbs/19_export.ipynb #238ff8dd
 EXPORT_DEFAULTS = dict(opset=17, tolerance=1e-4, split='test', smoke_rows=8, latency_rows=200, channel='edge/channel',
                        publish_on_promote=False)
 
@@ -34,13 +34,15 @@ def export_params(cfg:Config, # workbench config
         raise ValueError(f"{where}.opset: {p['opset']!r} is not an opset torch's exporter writes (11 to 20)")
     if not (isinstance(p['tolerance'], (int, float)) and 0 < p['tolerance'] < 1):
         raise ValueError(f"{where}.tolerance: {p['tolerance']!r} is not a probability difference in (0, 1)")
-    if p['split'] not in ('train', 'val', 'test'): raise ValueError(f"{where}.split: {p['split']!r} is not train, val or test")
-    if not isinstance(p['publish_on_promote'], bool): raise ValueError(f"{where}.publish_on_promote: {p['publish_on_promote']!r} is not true or false")
+    if p['split'] not in ('train', 'val', 'test'):
+        raise ValueError(f"{where}.split: {p['split']!r} is not train, val or test")
+    if not isinstance(p['publish_on_promote'], bool):
+        raise ValueError(f"{where}.publish_on_promote: {p['publish_on_promote']!r} is not true or false")
     for k in ('smoke_rows', 'latency_rows'):
         if not (isinstance(p[k], int) and p[k] >= 1): raise ValueError(f"{where}.{k}: {p[k]!r} is not a positive count")
     return p
 
-# %% ../nbs/19_export.ipynb #4f533147
+# %% ../nbs/19_export.ipynb #f6a44e43
 def to_onnx(model, # a torch classifier returning logits [batch, classes]
             n_features:int, # input width
             path:str|Path, # the .onnx file to write
@@ -57,9 +59,10 @@ def to_onnx(model, # a torch classifier returning logits [batch, classes]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f'.tmp-{path.name}')
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter('ignore', DeprecationWarning)   # dynamo=False is the TorchScript exporter, chosen on purpose
-        torch.onnx.export(Proba(model).eval(), (torch.zeros(2, n_features),), str(tmp), dynamo=False, opset_version=opset,
-                          input_names=['x'], output_names=['proba'], dynamic_axes={'x': {0: 'batch'}, 'proba': {0: 'batch'}})
+        warnings.simplefilter('ignore', DeprecationWarning)   # dynamo=False: the TorchScript exporter, on purpose
+        torch.onnx.export(Proba(model).eval(), (torch.zeros(2, n_features),), str(tmp), dynamo=False,
+                          opset_version=opset, input_names=['x'], output_names=['proba'],
+                          dynamic_axes={'x': {0: 'batch'}, 'proba': {0: 'batch'}})
     onnx.checker.check_model(str(tmp), full_check=True)
     os.replace(tmp, path)
     return path
@@ -93,7 +96,7 @@ def parity_report(p_ref:np.ndarray, # torch probabilities [n, classes]
                 mean_abs_diff=float(diff.mean()) if diff.size else 0.0, tolerance=float(tolerance),
                 passed=bool(len(bad) == 0 and mx <= tolerance))
 
-# %% ../nbs/19_export.ipynb #6c6eff5a
+# %% ../nbs/19_export.ipynb #a762a9cd
 def _median_ms(fn, reps:int) -> float:
     ts = []
     for _ in range(reps):
@@ -126,7 +129,7 @@ def latency(model, # the torch model
     return dict(threads=1, single_ms_torch=single_t, single_ms_onnx=single_o, batch256_ms_torch=batch_t,
                 batch256_ms_onnx=batch_o, single_speedup=single_t / single_o, batch256_speedup=batch_t / batch_o)
 
-# %% ../nbs/19_export.ipynb #6b996ae3
+# %% ../nbs/19_export.ipynb #39d1fe7b
 def _sha256(path:Path) -> str:
     h = hashlib.sha256()
     with open(path, 'rb') as f:
@@ -173,7 +176,7 @@ def export_model(model, # a torch classifier (logits)
         raise
     return dict(rec, dir=str(out), parity=rep)
 
-# %% ../nbs/19_export.ipynb #101b8459
+# %% ../nbs/19_export.ipynb #1038916f
 def quantize_export(export_dir:str|Path, # an export folder (see `export_model`)
                     X:np.ndarray, y:np.ndarray, # held-out rows and their class indices
                     rows:int=200, # single-row calls timed
@@ -188,7 +191,8 @@ def quantize_export(export_dir:str|Path, # an export folder (see `export_model`)
     p32, p8 = onnx_proba(s32, X), onnx_proba(s8, X)
     it32, it8 = iter(range(10**9)), iter(range(10**9))
     X = np.asarray(X, np.float32)
-    rep = dict(n=int(len(X)), accuracy_fp32=float((p32.argmax(1) == y).mean()), accuracy_int8=float((p8.argmax(1) == y).mean()),
+    rep = dict(n=int(len(X)), accuracy_fp32=float((p32.argmax(1) == y).mean()),
+               accuracy_int8=float((p8.argmax(1) == y).mean()),
                same_class=float((p32.argmax(1) == p8.argmax(1)).mean()), max_abs_diff=float(np.abs(p32 - p8).max()),
                bytes_fp32=(d/'model.onnx').stat().st_size, bytes_int8=(d/'model.int8.onnx').stat().st_size,
                single_ms_fp32=_median_ms(lambda: s32.run(None, {'x': X[next(it32) % len(X)][None]}), rows),
@@ -197,7 +201,7 @@ def quantize_export(export_dir:str|Path, # an export folder (see `export_model`)
     write_json(d/'int8.json', rep)
     return rep
 
-# %% ../nbs/19_export.ipynb #35920688
+# %% ../nbs/19_export.ipynb #c38b6598
 def resolve_version(cfg:Config, version=None, alias:str|None=None) -> int:
     "The registered version to export: `version`, else the holder of `alias` (default champion); checked sound."
     from mlops_workbench.registry import aliases, check_version, RegistryError
@@ -255,13 +259,14 @@ def _log_export(cfg:Config, v:int, run_id:str, folder:Path, rep:dict):
     c.log_artifact(run_id, str(folder/'model.onnx'), 'onnx')
     c.log_artifact(run_id, str(folder/'parity.json'), 'onnx')
     lat = {f'onnx.{k}': x for k, x in rep['latency'].items()}
-    tracking.log_metrics(c, run_id, {'onnx.max_abs_diff': rep['max_abs_diff'], 'onnx.argmax_mismatches': rep['argmax_mismatches'],
-                                     'onnx.accuracy': rep['accuracy_onnx'], **lat})
-    registry.tag_version(v, {'mlwb.onnx.parity': 'passed' if rep['passed'] else 'failed', 'mlwb.onnx.opset': rep['opset'],
+    tracking.log_metrics(c, run_id, {'onnx.max_abs_diff': rep['max_abs_diff'], 'onnx.accuracy': rep['accuracy_onnx'],
+                                     'onnx.argmax_mismatches': rep['argmax_mismatches'], **lat})
+    registry.tag_version(v, {'mlwb.onnx.parity': 'passed' if rep['passed'] else 'failed',
+                             'mlwb.onnx.opset': rep['opset'],
                              'mlwb.onnx.max_abs_diff': f"{rep['max_abs_diff']:.3e}", 'mlwb.onnx.split': rep['split'],
                              'mlwb.onnx.report': f'runs:/{run_id}/onnx/parity.json'}, cfg)
 
-# %% ../nbs/19_export.ipynb #184b2e7c
+# %% ../nbs/19_export.ipynb #9f49e1a5
 KEY_ENV = 'MLWB_EDGE_KEY'
 
 def key_path(env:dict|None=None) -> Path:
@@ -320,7 +325,7 @@ def load_signing_key(path:str|Path|None=None): # an Ed25519PrivateKey
     if not isinstance(key, Ed25519PrivateKey): raise ValueError(f"{path}: not an Ed25519 key")
     return key
 
-# %% ../nbs/19_export.ipynb #f372ffaf
+# %% ../nbs/19_export.ipynb #4cb7bda2
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 BUNDLE_FILES = ('model.onnx', 'smoke.json')
 
@@ -373,17 +378,18 @@ def publish_export(export_dir:str|Path, # an export folder
     rec = read_json(Path(export_dir)/'export.json')
     with file_lock(channel/'.publish.lock', timeout):
         head = channel_head(channel)
-        seqs = [int(p.name) for p in (channel/'bundles').glob('[0-9]*') if p.name.isdigit()] if (channel/'bundles').is_dir() else []
+        seqs = [int(p.name) for p in (channel/'bundles').glob('[0-9]*') if p.name.isdigit()]
         seq = max(seqs + [head['sequence'] if head else 0]) + 1
         if head and not rollback and int(rec['version']) < int(head['version']):
-            raise ValueError(f"{channel}: version {rec['version']} is older than the channel's version {head['version']}; "
-                             "publish it as a rollback (--rollback) if that is meant")
+            raise ValueError(f"{channel}: version {rec['version']} is older than the channel's version "
+                             f"{head['version']}; publish it as a rollback (--rollback) if that is meant")
         m = build_bundle(export_dir, channel/'bundles'/f'{seq:06d}', key, seq, rollback)
         write_json(channel/'LATEST.json', dict(sequence=seq, bundle=f'bundles/{seq:06d}', version=m['version'],
-                                               model_name=m['model_name'], rollback=m['rollback'], published_at=m['created_at']))
+                                               model_name=m['model_name'], rollback=m['rollback'],
+                                               published_at=m['created_at']))
     return m
 
-# %% ../nbs/19_export.ipynb #d66829f9
+# %% ../nbs/19_export.ipynb #cc31aeda
 def channel_dir(cfg:Config, channel:str|Path|None=None) -> Path:
     "The channel folder: `channel`, else `export.channel` of params.yaml; relative paths are under the project root."
     p = Path(channel or export_params(cfg)['channel']).expanduser()
@@ -401,7 +407,8 @@ def publish(version=None, # a version number; default: the holder of `alias`
     key = load_signing_key(key_file)
     v = resolve_version(cfg, version, alias)
     folder = cfg.path('edge', 'exports', f'v{v}')
-    fresh = (folder/'export.json').is_file() and read_json(folder/'export.json').get('opset') == export_params(cfg)['opset']
+    opset = export_params(cfg)['opset']
+    fresh = (folder/'export.json').is_file() and read_json(folder/'export.json').get('opset') == opset
     if not fresh: export_version(v, cfg=cfg, out_dir=folder)
     m = publish_export(folder, channel_dir(cfg, channel), key, rollback)
     registry.tag_version(v, {f"mlwb.edge.published.{m['sequence']:06d}": m['created_at']}, cfg)
