@@ -7,14 +7,14 @@ __all__ = ['BUNDLE_FORMAT', 'CRASH_ENV', 'SLOTS', 'Refused', 'sha256_file', 'fet
            'verify_signature', 'check_files', 'check_manifest', 'onnx_session', 'smoke_test', 'Device', 'EdgeModel',
            'predict_csv', 'run_agent', 'build_parser', 'main']
 
-# %% ../nbs/20_edge.ipynb #9d52bcc7
+# %% ../nbs/20_edge.ipynb #b110904d
 import argparse, base64, binascii, contextlib, csv, hashlib, json, os, shutil, signal, sys, tempfile, time
 import urllib.error, urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np
 
-# %% ../nbs/20_edge.ipynb #3fc985cf
+# %% ../nbs/20_edge.ipynb #6c877e7a
 BUNDLE_FORMAT = 'mlwb-edge-bundle/1'
 CRASH_ENV = 'MLWB_EDGE_CRASH_AT'   # fault injection for the kill tests: the agent SIGKILLs itself at this step
 
@@ -52,7 +52,7 @@ def sha256_file(path:str|Path) -> str:
         for b in iter(lambda: f.read(1 << 20), b''): h.update(b)
     return h.hexdigest()
 
-# %% ../nbs/20_edge.ipynb #eaa4b637
+# %% ../nbs/20_edge.ipynb #9139e8ec
 def _is_url(channel) -> bool: return str(channel).startswith(('http://', 'https://'))
 
 def fetch(channel:str|Path, # the channel folder or URL
@@ -76,7 +76,7 @@ def fetch(channel:str|Path, # the channel folder or URL
             os.fsync(out.fileno())
     return Path(dest)
 
-# %% ../nbs/20_edge.ipynb #e560079a
+# %% ../nbs/20_edge.ipynb #c8b3c29c
 def load_public_key(path:str|Path): # an Ed25519PublicKey
     "The public key a device trusts (PEM)."
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -174,7 +174,7 @@ def smoke_test(folder:Path, # the bundle's files
                       f"(tolerance {smoke['tolerance']:g})")
     return diff
 
-# %% ../nbs/20_edge.ipynb #9c18b4fd
+# %% ../nbs/20_edge.ipynb #cdb16071
 SLOTS = ('a', 'b')
 
 class Device:
@@ -331,7 +331,7 @@ class Device:
             with contextlib.suppress(OSError): _write_json(Path(channel)/'devices'/f'{self.id}.json', st)
         return st
 
-# %% ../nbs/20_edge.ipynb #712b60a0
+# %% ../nbs/20_edge.ipynb #28208bde
 class EdgeModel:
     "The device's active model, for local predictions (reloads when the agent switches slots)."
     def __init__(self, root:str|Path, # the device's folder
@@ -401,14 +401,15 @@ def predict_csv(root:str|Path, # the device's folder
                                                   p['run_id'], p['data_fingerprint'], p['sequence']])
     return len(rows)
 
-# %% ../nbs/20_edge.ipynb #c29161ea
+# %% ../nbs/20_edge.ipynb #ba7733be
 def run_agent(channel:str|Path, # the channel folder or URL
               device:Device, # the device to keep up to date
               poll:float=1.0, # seconds between checks
               once:bool=False, # check once and return
               max_seconds:float|None=None, # stop after this long (None: until a signal)
              ) -> str: # the last check's outcome
-    "Keep `device` on the channel's newest verified bundle: recover, then check every `poll` seconds."
+    "Keep `device` on the channel's newest verified bundle: recover, then check every `poll` s (one agent each)."
+    lock = _lock_device(device.root)
     stop = []
     def on_signal(signum, frame): stop.append(signum)
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)} if not once else {}
@@ -423,6 +424,24 @@ def run_agent(channel:str|Path, # the channel folder or URL
             if stop: return outcome
     finally:
         for s, h in old.items(): signal.signal(s, h)
+        lock.close()
+
+def _lock_device(root:Path):
+    "Hold the device's `agent.lock` (released when the process ends, even by SIGKILL); a second agent is refused."
+    import fcntl
+    root.mkdir(parents=True, exist_ok=True)
+    f = open(root/'agent.lock', 'a+')
+    try: fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or 'another process'
+        f.close()
+        raise ValueError(f"{root}: another agent is running on this device ({holder})") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"agent pid {os.getpid()}")
+    f.flush()
+    return f
 
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb-edge` argument parser."

@@ -223,3 +223,23 @@ def test_agent_module_imports_nothing_heavy(tmp_path):
     lines = py(code, tmp_path).stdout.split('\n')
     assert lines[:3] == ["['mlops_workbench', 'mlops_workbench.edge']", '[]', '[]'], lines
     assert list(tmp_path.iterdir()) == []
+
+def test_one_agent_per_device(kit, tmp_path):
+    "A second agent on the same device folder is refused in one line while the first runs; after it ends, one may start."
+    import subprocess, time
+    from mlops_workbench.export import publish_export
+    ch, dev = tmp_path/'channel', tmp_path/'dev'
+    publish_export(kit['dir']/'v1', ch, kit['key'])
+    first = subprocess.Popen([*AGENT, 'run', '--channel', str(ch), '--device', str(dev), '--trust', str(kit['pub']),
+                              '--poll', '0.2'], env=clean_env(), stderr=subprocess.DEVNULL)
+    try:
+        t0 = time.monotonic()
+        while not (dev/'status.json').exists():
+            assert time.monotonic() - t0 < 60 and first.poll() is None
+            time.sleep(0.1)
+        r = _agent(ch, dev, kit)
+        assert r.returncode == 1 and r.stderr.strip() == f"mlwb-edge: error: {dev}: another agent is running on this device (agent pid {first.pid})"
+    finally:
+        first.terminate()
+        first.wait(timeout=30)
+    assert first.returncode == 0 and _agent(ch, dev, kit).returncode == 0
