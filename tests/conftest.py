@@ -5,7 +5,7 @@ import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'tools'))
-import build_docs   # its copy_repo makes the scratch copies (tracked files, no results)
+import testkit   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
 SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
@@ -13,10 +13,7 @@ SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
 
 def clean_env(**extra) -> dict:
     "The environment of a user who set nothing: embedded backends, this venv first on PATH."
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLFLOW_', 'MILVUS_', 'MLWB_', 'RAY_'))}
-    env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env['PYTHONUNBUFFERED'] = '1'
-    return {**env, **extra}
+    return testkit.clean_env(**{'PYTHONUNBUFFERED': '1', **extra})
 
 def sh(cmd, cwd, check=True, timeout=900, **kw) -> subprocess.CompletedProcess:
     "Run a command (list or shell string) in `cwd`; on failure show its output."
@@ -33,7 +30,7 @@ def set_params(root: Path, **sections):
 
 def copy_repo(dest: Path) -> Path:
     "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work, without a run's results) into a fresh git repo."
-    return build_docs.copy_repo(dest, REPO)
+    return testkit.copy_repo(dest, REPO)
 
 @pytest.fixture(scope='session')
 def project(tmp_path_factory) -> Path:

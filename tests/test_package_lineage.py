@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 import yaml
 from conftest import REPO, SMALL, sh, py, set_params, copy_repo
-import build_docs
+import testkit
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
@@ -28,7 +28,7 @@ def head(root: Path) -> str:
     return git(root, 'rev-parse', 'HEAD').stdout.strip()
 
 def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
-    root = build_docs.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
+    root = testkit.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
     set_params(root, **SMALL)
     git(root, 'commit', '-qm', 'small params', 'params.yaml')
     sh(['dvc', 'repro'], root, timeout=3000)
