@@ -5,7 +5,7 @@ import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'tools'))
-import testkit   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
+import testkit, build_docs   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
 SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
@@ -40,6 +40,54 @@ def project(tmp_path_factory) -> Path:
     r = sh(['dvc', 'repro'], root)
     (root.parent/'first_repro.log').write_text(r.stdout + r.stderr)
     return root
+
+@pytest.fixture
+def project_copy(project, tmp_path) -> Path:
+    "A copy of the `project` run (results and stores included) for a test that changes it: `project` stays as the run left it."
+    return testkit.copy_run(project, tmp_path/'repo')
+
+TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
+
+@pytest.fixture(scope='session')
+def tutorial_runs(tmp_path_factory):
+    """Each tutorial run once per session as written, in its own fresh copy of the repo (small params), the first time a
+    test asks: `tutorial_runs(name)` -> (executed notebook, or the error it raised; the repo copy it ran in). The docs
+    site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it again."""
+    runs, out = {}, tmp_path_factory.mktemp('executed')
+    def run(name: str) -> tuple:
+        if name not in runs:
+            root = copy_repo(tmp_path_factory.mktemp(Path(name).stem)); set_params(root, **SMALL)
+            try: runs[name] = (build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, out/name), root)
+            except RuntimeError as e: runs[name] = (e, root)
+        return runs[name]
+    return run
+
+def tutorial_root(tutorial_runs, name: str) -> Path:
+    "The repo copy where tutorial `name` ran; the tutorial's own error when it failed."
+    nb, root = tutorial_runs(name)
+    if isinstance(nb, Exception): raise nb
+    return root
+
+def tutorial_cells(tutorial_runs, name: str) -> list:
+    "The executed code cells of tutorial `name`."
+    import json
+    nb, _ = tutorial_runs(name)
+    if isinstance(nb, Exception): raise nb
+    return [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+
+def cell_text(cell) -> str:
+    "Everything a cell printed or displayed as text."
+    return ''.join(''.join(o.get('text', '') or o.get('data', {}).get('text/plain', '')) for o in cell['outputs'])
+
+# ---- tiers: `make test-fast` runs what is not marked slow (no pipeline run, no cluster, no fresh venv) -------------
+SLOW_FIXTURES = {'project', 'project_copy', 'scratch', 'tutorial_runs'}
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: runs a pipeline, a cluster, a fresh venv or a browser (not in `make test-fast`)')
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())): item.add_marker(pytest.mark.slow)
 
 @pytest.fixture
 def scratch(tmp_path) -> Path:

@@ -3,8 +3,11 @@ commit tag reads `-dirty` only when code or params differ from the commit (issue
 import json
 from pathlib import Path
 import yaml
+import pytest
 from conftest import REPO, SMALL, sh, py, set_params, copy_repo
 import testkit
+
+pytestmark = pytest.mark.slow   # a full pipeline run on a clone, then two trainings
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)

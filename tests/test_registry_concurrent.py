@@ -6,6 +6,9 @@ import json, subprocess, sys, time
 import pytest
 from conftest import clean_env, py
 
+pytestmark = pytest.mark.slow   # up to 16 processes registering at once
+
+
 PREP = r'''
 import json, sys, numpy as np
 from mlops_workbench.config import load_config

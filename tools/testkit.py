@@ -31,7 +31,7 @@ def copy_run(src:Path, # a repo copy on which the pipeline ran (its stores close
              dest:Path, # a folder that does not exist yet
             ) -> Path:
     "A copy of a pipeline run, results and stores included, re-based so that MLflow writes under `dest` (not `src`)."
-    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns('_site', '_build', '*.lock'))
+    shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns('_site', '_build'))
     db = dest/'mlflow.db'
     if db.exists():   # the embedded store records absolute artifact locations: move them as a moved project would
         sys.path.insert(0, str(ROOT))
