@@ -12,7 +12,7 @@ PIP_PROGRESS := | $(BIN)/python tools/pip_progress.py
 KERNEL := mlops-workbench
 LAB_PORT ?= 8888
 
-.PHONY: install run test test-fast test-nbs test-py check-sync export lock bench clean-state help lab plots
+.PHONY: install run test test-fast test-nbs nbdev-test test-py check-sync export lock bench clean-state help lab plots
 help:
 	@echo "make run    - install (pinned, into $(VENV)) and run the pipeline (dvc repro)"
 	@echo "make test   - library notebooks, export/clean sync check, pytest"
@@ -47,7 +47,13 @@ run: install
 
 test: install test-nbs check-sync browser test-py
 
+# the library notebooks, executed as nbdev_test executes them (every cell but `#| eval: false`, from nbs/, failing on any
+# error) on the project kernel, into the docs' execution cache (_build/docs/exec, keyed by content): the docs tests
+# and `make docs` show these executions instead of running the notebooks again. nbdev's own runner: make nbdev-test
 test-nbs: install
+	$(BIN)/python tools/build_docs.py --execute-only
+
+nbdev-test: install
 	$(BIN)/nbdev_test --n_workers 2 --do_print
 
 # nbdev's own CI check: the exported package and clean notebooks are what git has
