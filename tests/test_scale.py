@@ -169,4 +169,4 @@ def test_a_two_node_cluster_runs_a_two_worker_training_and_a_sweep(tutorial_runs
     _, backend, workers, acc, trials, concurrency = text[1].split()
     assert (backend, int(workers)) == ('ray', 2)          # backend auto + RAY_ADDRESS: Ray Train, one worker per 1-CPU node
     assert int(trials) == 4 and int(concurrency) == 2     # two trials at once: one on each node
-    assert float(acc) > 0.8
+    assert float(acc) > 0.75   # it learned: 3 epochs on the tutorial's (default) params, 0.84 measured; chance is 0.1
