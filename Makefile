@@ -12,10 +12,11 @@ PIP_PROGRESS := | $(BIN)/python tools/pip_progress.py
 KERNEL := mlops-workbench
 LAB_PORT ?= 8888
 
-.PHONY: install run test test-nbs test-py check-sync export lock bench clean-state help lab plots
+.PHONY: install run test test-fast test-nbs nbdev-test test-py check-sync export lock bench clean-state help lab plots
 help:
 	@echo "make run    - install (pinned, into $(VENV)) and run the pipeline (dvc repro)"
 	@echo "make test   - library notebooks, export/clean sync check, pytest"
+	@echo "make test-fast - the fast tier for the inner loop (no pipeline run, cluster, venv or browser; ~2 min)"
 	@echo "make lab    - JupyterLab on 127.0.0.1:$(LAB_PORT) with a token, the project kernel, opened in nbs/"
 	@echo "make plots  - DVC's plots page (dvc_plots/index.html), offline: Vega vendored from npm, no CDN"
 	@echo "make docs   - build the docs site into _site/ (notebooks, tutorials, reports, model cards; no Quarto, offline)"
@@ -46,7 +47,13 @@ run: install
 
 test: install test-nbs check-sync browser test-py
 
+# the library notebooks, executed as nbdev_test executes them (every cell but `#| eval: false`, from nbs/, failing on any
+# error) on the project kernel, into the docs' execution cache (_build/docs/exec, keyed by content): the docs tests
+# and `make docs` show these executions instead of running the notebooks again. nbdev's own runner: make nbdev-test
 test-nbs: install
+	$(BIN)/python tools/build_docs.py --execute-only
+
+nbdev-test: install
 	$(BIN)/nbdev_test --n_workers 2 --do_print
 
 # nbdev's own CI check: the exported package and clean notebooks are what git has
@@ -55,7 +62,12 @@ check-sync: install
 	@git diff --exit-code -- nbs mlops_workbench README.md || { echo "nbs/, mlops_workbench/ or README.md out of sync: run 'make export' and commit"; exit 1; }
 
 test-py: install
-	$(BIN)/python -m pytest -v -ra --durations=25 tests
+	$(BIN)/python -m pytest -v -ra --durations=0 tests
+
+# the inner loop: every test not marked slow (tests/conftest.py marks those that run a pipeline, a tutorial, a cluster,
+# a fresh venv or a browser); PYTEST_ARGS='-n 2' runs it on two pytest-xdist workers
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m 'not slow' --durations=15 $(PYTEST_ARGS) tests
 
 # the docs site: tools/build_docs.py (Sphinx + myst-nb on nbdev's processed notebooks); Quarto users: nbdev_docs
 docs: install

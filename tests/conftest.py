@@ -5,7 +5,7 @@ import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'tools'))
-import build_docs   # its copy_repo makes the scratch copies (tracked files, no results)
+import testkit, build_docs   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
 SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
@@ -13,10 +13,7 @@ SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
 
 def clean_env(**extra) -> dict:
     "The environment of a user who set nothing: embedded backends, this venv first on PATH."
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLFLOW_', 'MILVUS_', 'MLWB_', 'RAY_'))}
-    env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    env['PYTHONUNBUFFERED'] = '1'
-    return {**env, **extra}
+    return testkit.clean_env(**{'PYTHONUNBUFFERED': '1', **extra})
 
 def sh(cmd, cwd, check=True, timeout=900, **kw) -> subprocess.CompletedProcess:
     "Run a command (list or shell string) in `cwd`; on failure show its output."
@@ -33,16 +30,67 @@ def set_params(root: Path, **sections):
 
 def copy_repo(dest: Path) -> Path:
     "Copy the repo's tracked and unignored files (what a clone has, plus uncommitted work, without a run's results) into a fresh git repo."
-    return build_docs.copy_repo(dest, REPO)
+    return testkit.copy_repo(dest, REPO)
 
 @pytest.fixture(scope='session')
-def project(tmp_path_factory) -> Path:
-    "A copy of the repo with small params, on which the full pipeline has run once."
-    root = copy_repo(tmp_path_factory.mktemp('project'))
-    set_params(root, **SMALL)
-    r = sh(['dvc', 'repro'], root)
-    (root.parent/'first_repro.log').write_text(r.stdout + r.stderr)
+def project(tutorial_runs) -> Path:
+    """A copy of the repo with small params, on which the full pipeline has run once: the copy where tutorial 01
+    (nbs/tutorials/01_quickstart.ipynb) ran `mlwb run` (= checks + `dvc repro`) and only read the results, so that the
+    session runs the pipeline once for both. Its output is in `first_repro.log` beside the copy."""
+    nb, root = tutorial_runs('01_quickstart.ipynb')
+    if isinstance(nb, Exception): raise nb
+    import json
+    first = [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code'][0]
+    (root.parent/'first_repro.log').write_text(''.join(''.join(o.get('text', '')) for o in first['outputs']))
     return root
+
+@pytest.fixture
+def project_copy(project, tmp_path) -> Path:
+    "A copy of the `project` run (results and stores included) for a test that changes it: `project` stays as the run left it."
+    return testkit.copy_run(project, tmp_path/'repo')
+
+TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
+
+@pytest.fixture(scope='session')
+def tutorial_runs(tmp_path_factory):
+    """Each tutorial run once per session as written, in its own fresh copy of the repo (small params), the first time a
+    test asks: `tutorial_runs(name)` -> (executed notebook, or the error it raised; the repo copy it ran in). The docs
+    site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it again."""
+    runs, out = {}, tmp_path_factory.mktemp('executed')
+    def run(name: str) -> tuple:
+        if name not in runs:
+            root = copy_repo(tmp_path_factory.mktemp(Path(name).stem)); set_params(root, **SMALL)
+            try: runs[name] = (build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, out/name), root)
+            except RuntimeError as e: runs[name] = (e, root)
+        return runs[name]
+    return run
+
+def tutorial_root(tutorial_runs, name: str) -> Path:
+    "The repo copy where tutorial `name` ran; the tutorial's own error when it failed."
+    nb, root = tutorial_runs(name)
+    if isinstance(nb, Exception): raise nb
+    return root
+
+def tutorial_cells(tutorial_runs, name: str) -> list:
+    "The executed code cells of tutorial `name`."
+    import json
+    nb, _ = tutorial_runs(name)
+    if isinstance(nb, Exception): raise nb
+    return [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
+
+def cell_text(cell) -> str:
+    "Everything a cell printed or displayed as text."
+    return ''.join(''.join(o.get('text', '') or o.get('data', {}).get('text/plain', '')) for o in cell['outputs'])
+
+# ---- tiers: `make test-fast` runs what is not marked slow (no pipeline run, no cluster, no fresh venv) -------------
+SLOW_FIXTURES = {'project', 'project_copy', 'scratch', 'tutorial_runs'}
+
+def pytest_configure(config):
+    config.addinivalue_line('markers', 'slow: runs a pipeline, a cluster, a fresh venv or a browser (not in `make test-fast`)')
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())): item.add_marker(pytest.mark.slow)
 
 @pytest.fixture
 def scratch(tmp_path) -> Path:

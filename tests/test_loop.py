@@ -1,52 +1,66 @@
-"""The operations loop end to end on small params, in a scratch copy of the repo: the pipeline yields a champion with
-a model card; a drifted batch is detected; retraining makes a challenger that the gate decides on with evidence;
-rollback restores the previous champion; every role change is in the audit log and on the model versions."""
-import json
+"""The operations loop end to end on small params. The scenario runs once per session, as tutorial 04
+(nbs/tutorials/04_operate.ipynb) walks it in a scratch copy of the repo: the pipeline, a clean batch, `mlwb loop` on a
+rotated batch (drift detected, retraining, the gate's decision), a promotion by hand where the gate kept v1, rollback
+twice. These tests check what that run left and go on from there: the gate rerun, a roll forward, refusals, the audit
+log. The first pipeline run's champion and card are read from the session's `project` run."""
+import ast, json
 import pytest
-from conftest import copy_repo, set_params, sh, py, SMALL
+from conftest import sh, py, tutorial_root, tutorial_cells, cell_text
+
+OPERATE = '04_operate.ipynb'
 
 @pytest.fixture(scope='module')
-def ops(tmp_path_factory):
-    root = copy_repo(tmp_path_factory.mktemp('ops')); set_params(root, **SMALL)
-    sh(['dvc', 'repro'], root)
-    return root
+def ops(tutorial_runs):
+    "The repo copy where tutorial 04 ran."
+    return tutorial_root(tutorial_runs, OPERATE)
+
+def cell(tutorial_runs, code: str) -> dict:
+    "The executed tutorial cell whose source contains `code`."
+    found = [c for c in tutorial_cells(tutorial_runs, OPERATE) if code in ''.join(c['source'])]
+    assert len(found) == 1, (code, len(found))
+    return found[0]
 
 def roles(root) -> dict: return json.loads(sh(['mlwb', 'history', '--json'], root).stdout)['roles']
 
 def version_tags(root, v) -> dict:
     return json.loads(py(f"import json; from mlops_workbench.registry import version_info; print(json.dumps(version_info({v})['tags']))", root).stdout)
 
-def test_pipeline_yields_champion_with_card(ops):
-    assert roles(ops) == {'champion': 1, 'challenger': 1}
-    gate = json.loads((ops/'metrics'/'gate.json').read_text())
+def test_pipeline_yields_champion_with_card(project):
+    assert roles(project) == {'champion': 1, 'challenger': 1}
+    gate = json.loads((project/'metrics'/'gate.json').read_text())
     assert gate['passed'] and gate['champion'] == 1 and 'first registered version' in gate['reasons'][0]
-    prep = json.loads((ops/'metrics'/'prepare.json').read_text())
-    md = (ops/'reports'/'model_cards'/'v1.md').read_text()
+    prep = json.loads((project/'metrics'/'prepare.json').read_text())
+    md = (project/'reports'/'model_cards'/'v1.md').read_text()
     for part in ('# Model card: digits-classifier v1', prep['fingerprint'], '## Gate decision', 'First registered version',
                  '| 3 |', 'Training params', 'Known limitations', 'train:', '## History of roles'):
         assert part in md, part
-    assert '<table>' in (ops/'reports'/'model_cards'/'v1.html').read_text()
-    mon = json.loads((ops/'metrics'/'monitor.json').read_text())
+    assert '<table>' in (project/'reports'/'model_cards'/'v1.html').read_text()
+    mon = json.loads((project/'metrics'/'monitor.json').read_text())
     assert mon == {'batches_checked': 0, 'champion': 1, 'drifted': [], 'latest': None}
     arts = py("from mlops_workbench.tracking import get_client; from mlops_workbench.registry import version_info; "
-              "print(sorted(a.path for a in get_client().list_artifacts(version_info(1)['run_id'], 'model_card')))", ops).stdout
+              "print(sorted(a.path for a in get_client().list_artifacts(version_info(1)['run_id'], 'model_card')))", project).stdout
     assert 'model_card/v1.md' in arts and 'model_card/v1.html' in arts
 
-def test_clean_batch_is_not_flagged(ops):
-    r = sh(['mlwb', 'simulate', '--scenario', 'none', '--seed', '3'], ops)
-    assert 'data/batches/b0001-none.parquet' in r.stdout
-    out = sh(['mlwb', 'monitor'], ops).stdout
-    assert 'b0001-none' in out and 'DRIFT' not in out
+def test_the_tutorial_leaves_v1_champion_after_its_rollback(ops):
+    gate = json.loads((ops/'metrics'/'gate.json').read_text())
+    assert gate['challenger'] == 2 and gate['champion_before'] == 1
+    h = json.loads(sh(['mlwb', 'history', '--json'], ops).stdout)
+    assert h['roles'] == {'champion': 1, 'challenger': 2} and h['history'][-1]['action'] == 'rollback'
+
+def test_clean_batch_is_not_flagged(ops, tutorial_runs):
+    out = cell_text(cell(tutorial_runs, "run('simulate', '--scenario', 'none'"))
+    assert 'data/batches/b0001-none.parquet' in out and 'b0001-none' in out.split('b0001-none.parquet', 1)[1], out
+    assert 'DRIFT' not in out, out
     rep = json.loads((ops/'data'/'monitoring'/'v1'/'b0001-none.json').read_text())
     assert rep['drift'] is False and rep['labelled'] and len(rep['features']['table']) == 64
-    assert json.loads((ops/'metrics'/'monitor.json').read_text())['latest']['batch'] == 'b0001-none'
 
-def test_drift_retrain_gate_rollback(ops):
-    r = json.loads(sh(['mlwb', 'loop', '--scenario', 'noise', '--seed', '1', '--json'], ops).stdout)
-    assert r['batch'] == 'b0002-noise' and r['drift'] and 'features' in r['families'] and r['retrained']
+def test_drift_retrain_gate_rollback(ops, tutorial_runs):
+    r = ast.literal_eval(''.join(cell(tutorial_runs, "run('loop', '--scenario', 'rotate'")['outputs'][-1]['data']['text/plain']))
+    assert r['batch'] == 'b0002-rotate' and r['drift'] and 'features' in r['families'] and r['retrained']
     assert r['champion_before'] == 1 and r['challenger'] == 2
+    assert json.loads((ops/'metrics'/'monitor.json').read_text())['latest']['batch'] == 'b0002-rotate'
     # the new data version: the batch went into the pool and through the prepare stage's validation
-    assert json.loads((ops/'data'/'raw'/'pool.json').read_text())['batches'] == ['b0002-noise']
+    assert json.loads((ops/'data'/'raw'/'pool.json').read_text())['batches'] == ['b0002-rotate']
     assert json.loads((ops/'metrics'/'prepare.json').read_text())['valid'] == 1797 + 200
     gate = json.loads((ops/'metrics'/'gate.json').read_text())
     assert gate['challenger'] == 2 and gate['champion_before'] == 1 and gate['n'] > 100
@@ -55,13 +69,9 @@ def test_drift_retrain_gate_rollback(ops):
     tags = version_tags(ops, 2)
     assert tags['mlwb.gate.passed'] == str(gate['passed']) and tags['mlwb.gate.evidence'] == gate['evidence']
     assert (ops/'reports'/'model_cards'/'v2.md').exists() and 'against champion v1' in (ops/'reports'/'model_cards'/'v2.md').read_text()
-    if not gate['passed']:   # the gate kept v1: promote by hand, so that there is something to roll back
-        sh(['mlwb', 'promote', '2', '--reason', 'test: promote by hand'], ops)
-    assert roles(ops) == {'champion': 2, 'challenger': 2, 'previous': 1}
-    # rollback, twice: the second changes nothing
-    out = sh(['mlwb', 'rollback', '--reason', 'test: v2 misbehaves'], ops).stdout
-    assert 'champion  2 -> 1' in out
-    assert 'nothing changed' in sh(['mlwb', 'rollback', '--reason', 'test: v2 misbehaves'], ops).stdout
+    # v2 became champion (by the gate, or by hand where the gate kept v1), then the tutorial rolled back twice
+    out = cell_text(cell(tutorial_runs, "run('rollback', '--reason'"))
+    assert 'champion  2 -> 1' in out and 'nothing changed' in out.split('champion  2 -> 1', 1)[1], out
     assert roles(ops) == {'champion': 1, 'challenger': 2}
     # rerunning the gate stage (as new code or params would) repeats v2's decision and leaves the rollback alone
     sh(['mlwb', 'stage', 'gate', '--no-progress'], ops)
@@ -72,7 +82,9 @@ def test_drift_retrain_gate_rollback(ops):
     assert any('image/png' in o.get('data', {}) for c in nb['cells'] for o in c.get('outputs', []))
     # the audit log: append-only, chained, every move with who/why/when/evidence
     h = json.loads(sh(['mlwb', 'history', '--json'], ops).stdout)['history']
-    assert [(x['alias'], x['from'], x['to']) for x in h][-2:] == [('champion', 2, 1), ('previous', 1, None)]
+    moves = [(x['alias'], x['from'], x['to']) for x in h]
+    assert moves[-2:] == [('champion', 2, 1), ('previous', 1, None)]
+    assert ('champion', 1, 2) in moves and ('previous', None, 1) in moves   # the promotion the rollback undid
     promo = [x for x in h if x['alias'] == 'champion' and x['to'] == 2][0]
     assert promo['action'] == ('gate' if gate['passed'] else 'promote') and promo['who'] and promo['when'] and promo['why']
     if gate['passed']: assert promo['evidence'] == gate['evidence']
@@ -82,8 +94,8 @@ def test_drift_retrain_gate_rollback(ops):
     # roll forward to a named version, then refuse the same batch twice
     sh(['mlwb', 'rollback', '--to', '2', '--reason', 'test: v2 is fine after all'], ops)
     assert roles(ops)['champion'] == 2
-    r = sh(['mlwb', 'retrain', 'data/batches/b0002-noise.parquet'], ops, check=False)
-    assert r.returncode == 1 and r.stderr.strip() == 'mlwb: error: b0002-noise is already in the training pool data/raw/pool.csv'
+    r = sh(['mlwb', 'retrain', 'data/batches/b0002-rotate.parquet'], ops, check=False)
+    assert r.returncode == 1 and r.stderr.strip() == 'mlwb: error: b0002-rotate is already in the training pool data/raw/pool.csv'
 
 def test_user_errors_are_one_line(ops):
     for cmd, msg in ((['promote', '9', '--reason', 'x'], 'has no version 9'), (['card', '9'], 'has no version 9'),

@@ -1,7 +1,11 @@
 """False-alarm and detection rates of the drift monitor on small data: bench/drift.py with a small model and 5
 seeds per scenario (the recorded 20-seed figures are in bench/results/drift.json)."""
 import json, sys
+import pytest
 from conftest import REPO, sh
+
+pytestmark = pytest.mark.slow   # the drift benchmark on 5 seeds per scenario
+
 
 def test_false_alarm_and_detection_rates(tmp_path):
     out = tmp_path/'drift.json'

@@ -7,9 +7,10 @@ from conftest import REPO, sh, py, clean_env
 HEAVY = ('torch', 'ray', 'mlflow', 'pymilvus', 'papermill', 'dvc', 'scipy')
 
 def test_import_is_light_and_does_nothing(tmp_path):
+    "The one check that imports stay light (the wheel's core venv has no heavy package to import: test_package_wheel.py)."
     code = ("import sys, mlops_workbench, mlops_workbench.config, mlops_workbench.data, mlops_workbench.evaluate, mlops_workbench.stages, "
             "mlops_workbench.cli, mlops_workbench.registry, mlops_workbench.gate, mlops_workbench.cards, mlops_workbench.batches, "
-            "mlops_workbench.monitor, mlops_workbench.loop; "
+            "mlops_workbench.monitor, mlops_workbench.loop, mlops_workbench.checks, mlops_workbench.drift; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
     assert py(code, tmp_path).stdout.strip() == '[]'
     assert list(tmp_path.iterdir()) == []     # no folder, file or store created at import
@@ -62,6 +63,7 @@ def test_every_command_has_help(cmd, tmp_path):
     r = sh(['mlwb', *cmd, '--help'], tmp_path)
     assert r.stdout.startswith('usage: mlwb') and len(r.stdout.splitlines()) > 3
 
+@pytest.mark.slow   # a fresh venv with the wheel and its pipeline and train extras
 def test_wheel_installs_and_works_without_notebooks(tmp_path):
     dist = tmp_path/'dist'
     sh([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '--no-build-isolation', '-q', '-w', str(dist), str(REPO)], tmp_path)

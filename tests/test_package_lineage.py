@@ -3,8 +3,11 @@ commit tag reads `-dirty` only when code or params differ from the commit (issue
 import json
 from pathlib import Path
 import yaml
+import pytest
 from conftest import REPO, SMALL, sh, py, set_params, copy_repo
-import build_docs
+import testkit
+
+pytestmark = pytest.mark.slow   # a full pipeline run on a clone, then two trainings
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
@@ -28,7 +31,7 @@ def head(root: Path) -> str:
     return git(root, 'rev-parse', 'HEAD').stdout.strip()
 
 def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
-    root = build_docs.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
+    root = testkit.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
     set_params(root, **SMALL)
     git(root, 'commit', '-qm', 'small params', 'params.yaml')
     sh(['dvc', 'repro'], root, timeout=3000)

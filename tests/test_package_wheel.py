@@ -7,6 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import REPO, sh, clean_env
 
+pytestmark = pytest.mark.slow   # a fresh venv with the wheel
+
+
 HEAVY = {'torch', 'ray', 'mlflow', 'mlflow-skinny', 'pymilvus', 'milvus-lite', 'dvc', 'papermill', 'optuna',
          'onnxruntime', 'ipykernel'}
 
@@ -48,11 +51,10 @@ except NotAProject as e: print('NotAProject:', e)
 clean, rejected, schema = ingest('digits', Schema())
 y = split_dataset(clean, seed=0)['test']['label'].to_numpy()
 print('accuracy', classification_metrics(y, y, list(range(10)))['accuracy'])
-print('heavy', sorted(m for m in ('torch', 'ray', 'mlflow', 'pymilvus', 'papermill', 'dvc') if m in sys.modules))
 """
     out = sh([str(core/'python'), '-c', code], tmp_path, env=user_env(core)).stdout
     assert 'NotAProject: ' in out and 'not inside a mlops-workbench project' in out, out
-    assert 'accuracy 1.0' in out and 'heavy []' in out, out
+    assert 'accuracy 1.0' in out, out   # and no heavy import: none is installed here (light imports: test_package.py)
     assert list(tmp_path.iterdir()) == []    # no mlflow.db, no milvus.db in the working directory
 
 def test_version_and_every_command_outside_a_project(core, tmp_path):

@@ -98,7 +98,8 @@ def volatile_free(d: dict) -> dict:
     return {k: v for k, v in d.items() if k not in ('train_seconds', 'samples_per_second', 'model_version', 'run_id', 'collection',
                                                     'insert_seconds', 'search_ms_per_query')}
 
-def test_one_param_reruns_train_and_after_not_prepare(project):
+def test_one_param_reruns_train_and_after_not_prepare(project_copy):
+    project = project_copy   # it registers v2: a copy of the run, so that `project` stays the first run
     first = {s: json.loads((project/'metrics'/f'{s}.json').read_text()) for s in ('train', 'evaluate', 'embed')}
     prepared = (project/'data'/'prepared'/'train.parquet').stat().st_mtime_ns
     set_params(project, train={'epochs': 4})

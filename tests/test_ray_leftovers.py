@@ -3,7 +3,11 @@
 import re, subprocess, sys, time
 from pathlib import Path
 import psutil
+import pytest
 from conftest import py, clean_env
+
+pytestmark = pytest.mark.slow   # two private Ray runtimes
+
 
 HOLD = """
 import sys

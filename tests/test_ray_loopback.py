@@ -1,9 +1,14 @@
 """Ray listens on loopback only (issue 8.3): every listening socket of the 2-node cluster that `start_cluster` makes,
-running a 2-worker Ray Train group (and its torch process group), is on 127.0.0.1/::1. The private runtime of a
+running a 2-worker Ray Train group (and its torch process group), is on 127.0.0.1/::1; `stop_cluster` stops all of it
+and nothing else. The private runtime of a
 pipeline run is checked in test_ray_stages.py; `Sampler` is shared with it."""
 import json, subprocess, sys, threading
 import psutil
+import pytest
 from conftest import clean_env
+
+pytestmark = pytest.mark.slow   # a 2-node Ray cluster
+
 
 LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
 
@@ -74,4 +79,8 @@ def test_loopback_cluster_listens_on_loopback_only(tmp_path):
         assert r['info']['num_workers'] == 2 and r['nodes'] == ['127.0.0.1', '127.0.0.1']
         assert {'gcs_server', 'raylet'} <= s.names(), s.seen
         assert not s.exposed(), s.exposed()   # before: the nodes' servers on * and the host's address
-    finally: stop_cluster(key)
+    finally:
+        before = cluster()
+        stopped = stop_cluster(key)
+    assert stopped >= len(before) > 0                 # stop_cluster stops only the cluster it started, and all of it
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in before)

@@ -11,6 +11,9 @@ import pytest
 from conftest import copy_repo, set_params, py, clean_env, SMALL
 from test_ray_loopback import Sampler
 
+pytestmark = pytest.mark.slow   # prepare, sweep and train on a private Ray runtime
+
+
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
     "One `dvc repro train` with the small params (they set train.lr 0.01 and hidden [32]), sampled as it runs."

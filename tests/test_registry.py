@@ -1,7 +1,11 @@
 """Registry roles, the gate on real models, audited promotion and rollback, and refusals, on a real MLflow store in a
 temporary folder (in a fresh interpreter: the same code a stage or the CLI runs)."""
 import json
+import pytest
 from conftest import py
+
+pytestmark = pytest.mark.slow   # four trained models and a registry lifecycle
+
 
 GATE = r'''
 import json, os, numpy as np

@@ -3,7 +3,11 @@ cache object; `mlwb promote`/`rollback` refuse a broken target and do not keep a
 `mlwb monitor` says what is wrong in one line. Real MLflow store, real DVC, the real `mlwb` console script."""
 import json, shutil
 from pathlib import Path
+import pytest
 from conftest import py, sh
+
+pytestmark = pytest.mark.slow   # three registered models, DVC, the CLI many times
+
 
 SETUP = r'''
 import numpy as np

@@ -2,7 +2,11 @@
 locations; after the project folder is moved, registering and loading go to the new place and nothing is written
 under the old path."""
 import json
+import pytest
 from conftest import py
+
+pytestmark = pytest.mark.slow   # two trainings and registrations on a real MLflow store
+
 
 REGISTER = r'''
 import json, numpy as np, torch

@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from conftest import py, sh
 
+pytestmark = pytest.mark.slow   # two trained, registered and embedded models
+
+
 SETUP = """
 import json
 from pathlib import Path

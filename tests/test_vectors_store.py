@@ -2,6 +2,7 @@
 is all-or-nothing, Milvus errors say what is wrong, and a search right after the embed stage's writes runs on an index
 with bounded memory at 10x the digits. Each test runs in a fresh interpreter (one process per Milvus Lite directory)."""
 import json, textwrap
+import pytest
 from conftest import py
 
 SETUP = """
@@ -109,6 +110,7 @@ print('RESULT', len(df), int(probe.sum()), E.shape[1], round(dt, 2), round(agree
       round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20, 2), flush=True)
 """
 
+@pytest.mark.slow   # a model trained and 18k vectors embedded
 def test_search_after_embedding_10x_digits_has_bounded_memory(tmp_path):
     r = py(RSS, tmp_path, check=False, timeout=900)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]

@@ -19,6 +19,8 @@ from configparser import ConfigParser
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT/'tools'))
+from testkit import clean_env, copy_repo, RESULTS   # scratch copies of the repo (tutorials run in one)
 BIN = Path(sys.executable).parent
 KERNEL = 'mlops-workbench'
 _re_prefix = re.compile(r'^\d+[a-z]?_')
@@ -50,102 +52,9 @@ def model_cards(folder:Path) -> list:
     def natural(s): return [int(t) if t.isdigit() else t for t in re.split(r'(\d+)', s)]   # v2 before v10
     return [found[k] for k in sorted(found, key=natural)]
 
-# ---- 2. execute (cached) -----------------------------------------------------------------------------------------
-def _digest(*paths) -> str:
-    h = hashlib.sha256()
-    for p in paths: h.update(str(p).encode()); h.update(Path(p).read_bytes() if Path(p).is_file() else b'')
-    return h.hexdigest()[:16]
-
-def _lib_sources(root:Path) -> list: return sorted((root/'mlops_workbench').glob('*.py'))
-
-def _pipeline_sources(root:Path) -> list:
-    return [*_lib_sources(root), root/'params.yaml', root/'dvc.yaml', *sorted((root/'nbs'/'stages').glob('*.ipynb'))]
-
-def _eval_false(cell) -> bool:
-    for line in ''.join(cell['source']).splitlines():
-        m = _re_directive.match(line)
-        if not m: break
-        if m[1] == 'eval' and m[2].lower() == 'false': return True
-    return False
-
-def execute_notebook(src:Path, # a library notebook (or index.ipynb)
-                     dest:Path, # where the executed copy goes
-                     timeout:int=600):
-    "Run `src` on the project kernel with its folder as working directory, skipping `#| eval: false` cells."
-    import nbformat
-    from nbclient import NotebookClient
-    nb = nbformat.read(src, as_version=4); skipped = []
-    for i, c in enumerate(nb.cells):
-        if c.cell_type == 'code' and _eval_false(c): skipped.append(i); c.cell_type = 'raw'; c.pop('outputs'); c.pop('execution_count')
-    NotebookClient(nb, timeout=timeout, kernel_name=KERNEL, resources={'metadata': {'path': str(src.parent)}}).execute()
-    for i in skipped: c = nb.cells[i]; c.cell_type = 'code'; c.outputs = []; c.execution_count = None
-    dest.parent.mkdir(parents=True, exist_ok=True); nbformat.write(nb, dest)
-    return dest
-
-def clean_env(**extra) -> dict:
-    "The environment of a user who set nothing (embedded stores of the copy), this venv first on PATH."
-    env = {k: v for k, v in os.environ.items() if not k.startswith(('MLFLOW_', 'MILVUS_', 'MLWB_', 'RAY_'))}
-    env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
-    return {**env, **extra}
-
-RESULTS = ('dvc.lock', 'metrics/', 'plots/', 'models/', 'reports/')   # a run's results, recorded on another machine
-
-def copy_repo(dest:Path, root:Path=ROOT, skip:tuple=RESULTS) -> Path:
-    "Copy the repo's tracked and unignored files (a clone plus uncommitted work, no results) into a fresh git repo."
-    files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=root, capture_output=True, text=True, check=True).stdout.split('\0')
-    for f in filter(None, files):
-        if f.startswith(skip) or not (root/f).is_file(): continue
-        (dest/f).parent.mkdir(parents=True, exist_ok=True); shutil.copy2(root/f, dest/f)
-    for cmd in (['git', 'init', '-q', '-b', 'main'], ['git', 'add', '-A'],
-                ['git', '-c', 'user.email=docs@localhost', '-c', 'user.name=docs', 'commit', '-qm', 'scratch copy']):
-        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
-    return dest
-
-def execute_tutorial(nb:Path, # a tutorial notebook inside a repo copy (it may change that copy: run the pipeline, edit params)
-                     dest:Path, # the executed notebook
-                     timeout:int=1800) -> Path:
-    "Run a tutorial with papermill on the project kernel, from its own folder, as a user who set no env vars."
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(BIN/'papermill'), str(nb), str(dest), '-k', KERNEL, '--cwd', str(nb.parent), '--no-progress-bar',
-                        '--execution-timeout', str(timeout)], capture_output=True, text=True, env=clean_env(PYTHONUNBUFFERED='1'))
-    if r.returncode != 0: raise RuntimeError(f"tutorial {nb.name} failed (executed copy: {dest}):\n{r.stderr[-3000:]}")
-    return dest
-
-def _run_tutorial_in_copy(src:Path, dest:Path, root:Path) -> Path:
-    with tempfile.TemporaryDirectory(prefix='mlwb-tutorial-') as d:
-        copy = copy_repo(Path(d), root)
-        return execute_tutorial(copy/src.relative_to(root), dest)
-
-def executed(files:dict, root:Path, cache:Path, tutorials:str, executed_dir:Path|None, workers:int) -> dict:
-    "Map each notebook to the copy the site shows: executed (from the cache or run now), else the source itself."
-    jobs, out = {}, {}
-    for src in files['home'] + files['reference']:
-        key = _digest(src, *_lib_sources(root)); dest = cache/f'{src.stem}.{key}.ipynb'
-        out[src] = dest
-        if not dest.exists(): jobs[src] = (execute_notebook, src, dest)
-    for src in files['tutorials']:
-        if executed_dir and (executed_dir/src.name).exists(): out[src] = executed_dir/src.name; continue
-        if tutorials == 'skip': out[src] = src; continue
-        key = _digest(src, *_pipeline_sources(root)); dest = cache/'tutorials'/f'{src.stem}.{key}.ipynb'
-        out[src] = dest
-        if not dest.exists(): jobs[src] = (_run_tutorial_in_copy, src, dest, root)
-    ready = len(out) - len(jobs)
-    log(f"1/4 execute: {len(jobs)} notebook(s) to run, {workers} at a time"
-        + (f"; {ready} ready (cached or given)" if ready else ''))
-    if jobs:
-        t0 = time.monotonic()
-        with cf.ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = {ex.submit(_timed, *job): src for src, job in jobs.items()}
-            for i, f in enumerate(cf.as_completed(futs), 1):
-                secs, total = f.result(), time.monotonic() - t0
-                log(f"  [{i}/{len(jobs)}] executed {futs[f].relative_to(root)} in {secs:.0f} s ({total:.0f} s so far)")
-    for src in files['reports']: out[src] = src
-    return out
-
-def _timed(fn, src:Path, *args) -> float:
-    "Run one execution job in a worker, saying when it starts; its seconds."
-    log(f"  running {src.parent.name}/{src.name} ...")
-    t0 = time.monotonic(); fn(src, *args); return time.monotonic() - t0
+# ---- 2. execute (cached): tools/docs_exec.py ---------------------------------------------------------------------
+from docs_exec import (execute_notebook, execute_tutorial, executed, _digest, _lib_sources, _pipeline_sources,   # noqa: F401
+                       _eval_false)
 
 # ---- 3. nbdev's processing ---------------------------------------------------------------------------------------
 def _sync(src:Path, dest:Path):
@@ -167,104 +76,9 @@ def process(shown:dict, files:dict, root:Path, stage:Path, workers:int) -> dict:
     finally: os.chdir(cwd)
     return {src: cache/r for src, r in rel.items()}
 
-# ---- 4. convert for myst-nb --------------------------------------------------------------------------------------
-def _src(c) -> str: return ''.join(c.get('source', ''))
-
-def _split_directives(src:str):
-    "(directives dict, code without the leading `#|` lines)."
-    lines, d = src.splitlines(), {}
-    i = 0
-    while i < len(lines) and (lines[i].strip() == '' or _re_directive.match(lines[i])):
-        m = _re_directive.match(lines[i])
-        if m: d[m[1]] = m[2].strip('"\'')
-        i += 1
-    return d, '\n'.join(lines[i:]).strip('\n')
-
-def _front_matter(cells:list) -> tuple:
-    "nbdev puts the title and description in a raw YAML cell at the top."
-    import yaml
-    for i, c in enumerate(cells[:2]):
-        s = _src(c).strip()
-        if c['cell_type'] == 'raw' and s.startswith('---') and s.endswith('---'):
-            return (yaml.safe_load(s.strip('-').strip()) or {}), cells[:i] + cells[i+1:]
-    return {}, cells
-
-class Links:
-    "Rewrite nbdev's absolute doc links (doc_host + doc_baseurl) into links relative to the page; plain names inside code."
-    def __init__(self, cfg:dict):
-        self.base = cfg.get('doc_host', '').rstrip('/') + '/' + cfg.get('doc_baseurl', '').strip('/') + '/'
-        self.re_md = re.compile(r'\[`([^`]+)`\]\(' + re.escape(self.base) + r'([^\s)]*)\)')
-        self.re_nb = re.compile(r'\]\((?:\./)?\d+[a-z]?_([\w-]+\.ipynb)(#[^)]*)?\)')
-        self.re_src = re.compile(r'\[source\]\((\S+?)\)\{[^}]*\}')   # show_doc's Quarto-attributed source link
-    def __call__(self, md:str, depth:int) -> str:
-        md = self.re_nb.sub(r'](\1\2)', md)   # [x](02_own_data.ipynb) -> the page own_data
-        up, parts = '../' * depth, re.split(r'(^```.*?^```[ \t]*$)', md, flags=re.M | re.S)
-        for i, p in enumerate(parts):
-            if i % 2: parts[i] = self.re_md.sub(lambda m: m[1], p)    # a fenced code block: the name, unlinked
-            else:
-                p = self.re_src.sub(lambda m: f'<a class="sourcelink" href="{m[1]}" style="float:right; font-size:smaller">source</a>', p)
-                parts[i] = self.re_md.sub(lambda m: f'<a class="apilink" href="{up}{m[2]}"><code>{m[1]}</code></a>', p).replace(self.base, up)
-        return ''.join(parts)
-
-def _anchor(title:str) -> str:
-    "An anchor nbdev links to (`#name` lower-case) where docutils and MyST make other ids (`Config.path` -> `config-path`, `configpath`)."
-    from docutils.nodes import make_id
-    want = title.strip('`').lower()
-    github = re.sub(r'[^\w\- ]', '', want).replace(' ', '-')   # the slug myst_heading_anchors adds
-    return '' if want in (make_id(want), github) else f'<span id="{want}"></span>\n\n'
-
-def _showdoc_md(md:str) -> str:
-    "show_doc's markdown as page markdown: no leading rule, an anchor where nbdev expects one."
-    md = re.sub(r'^\s*---\s*\n', '', md)
-    return re.sub(r'^(#{2,6})\s+(.+)$', lambda m: _anchor(m[2]) + m[0], md, count=1, flags=re.M)
-
-def convert(proc:Path, # a notebook processed by nbdev
-            dest:Path, # the notebook myst-nb renders
-            links:Links, depth:int, note:str='', fallback_title:str=''):
-    "Quarto-flavoured processed notebook -> plain notebook with title, meta description and tags myst-nb reads."
-    nb = json.loads(proc.read_text(encoding='utf-8'))
-    fm, cells = _front_matter(nb['cells'])
-    title, desc = fm.get('title') or fallback_title, fm.get('description') or ''
-    head = [f'# {title}']
-    if desc: head += ['', f'> {links(desc, depth)}']
-    if note: head += ['', note]
-    out = [dict(cell_type='markdown', metadata={}, source='\n'.join(head))]
-    for c in cells:
-        s = _src(c)
-        if c['cell_type'] == 'markdown':
-            if s.strip().startswith('<!-- WARNING: THIS FILE WAS AUTOGENERATED'): continue
-            if not s.strip(): continue
-            out.append(dict(cell_type='markdown', metadata={}, source=links(s, depth))); continue
-        if c['cell_type'] != 'code': continue
-        d, code = _split_directives(s)
-        if d.get('include') == 'false' or d.get('hide') is not None: continue
-        echo, outputs = d.get('echo') != 'false', c.get('outputs', [])
-        if d.get('output') == 'false': outputs = []
-        if d.get('output') == 'asis':   # markdown output that is part of the page (show_doc)
-            if echo and code: out.append(dict(cell_type='code', metadata={}, source=code, outputs=[], execution_count=None))
-            for o in outputs:
-                md = o.get('data', {}).get('text/markdown')
-                if md: out.append(dict(cell_type='markdown', metadata={}, source=links(_showdoc_md(''.join(md)), depth)))
-            continue
-        for o in outputs:
-            if 'text/markdown' in o.get('data', {}): o['data']['text/markdown'] = links(''.join(o['data']['text/markdown']), depth)
-        if not echo and not outputs: continue
-        tags = [] if echo else ['remove-input']
-        out.append(dict(cell_type='code', metadata={'tags': tags}, source=code, outputs=outputs, execution_count=c.get('execution_count')))
-    meta = {'kernelspec': {'name': KERNEL, 'display_name': 'Python (mlops-workbench)', 'language': 'python'},
-            'language_info': {'name': 'python'}}
-    if desc: meta['myst'] = {'html_meta': {'description': re.sub(r'[`*]', '', desc)}}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_text(json.dumps(dict(cells=out, metadata=meta, nbformat=4, nbformat_minor=5), indent=1), encoding='utf-8')
-    return title
-
-def _toctree(caption:str, entries:list, hidden=False) -> str:
-    opts = f':caption: {caption}\n:maxdepth: 1\n' + (':hidden:\n' if hidden else '')
-    return '```{toctree}\n' + opts + '\n' + '\n'.join(entries) + '\n```\n'
-
-def _title_of_md(text:str, default:str) -> str:
-    m = re.search(r'^#\s+(.+)$', text, re.M) or re.search(r'<h1[^>]*>(.*?)</h1>', text, re.S)
-    return re.sub('<[^>]+>', '', m[1]).strip() if m else default
+# ---- 4. convert for myst-nb: tools/docs_convert.py -----------------------------------------------------------------
+from docs_convert import (Links, convert, _split_directives, _front_matter, _anchor, _showdoc_md, _toctree,   # noqa: F401
+                          _title_of_md, _src)
 
 def write_sources(files:dict, procd:dict, shown:dict, src_dir:Path, cfg:dict, root:Path) -> dict:
     "The Sphinx source folder: converted notebooks, section index pages, model cards, conf.py. Returns page -> title."
@@ -354,11 +168,12 @@ def render(src_dir:Path, out:Path, doctrees:Path, workers:int):
     if r.returncode != 0: raise RuntimeError(f"sphinx-build failed:\n{r.stderr[-4000:]}")
     return warnings
 
-def build(out:Path=ROOT/'_site', root:Path=ROOT, tutorials:str='execute', executed_dir:Path|None=None, workers:int=2) -> dict:
-    "Build the site into `out`; returns a summary (pages, seconds, warnings)."
+def build(out:Path=ROOT/'_site', root:Path=ROOT, tutorials:str='execute', executed_dir:Path|None=None, workers:int=2,
+          cache:Path|None=None) -> dict:
+    "Build the site into `out` (executions cached in `cache`, default `root`/_build/docs/exec); returns a summary."
     t0 = time.monotonic(); work = root/'_build'/'docs'; cfg = settings(root)
     files = collect(root)
-    shown = executed(files, root, work/'exec', tutorials, executed_dir, workers)
+    shown = executed(files, root, cache or work/'exec', tutorials, executed_dir, workers)
     t1 = time.monotonic(); log(f"2/4 process: {len(shown)} notebooks through nbdev's docs processors")
     procd = process(shown, files, root, work/'stage', workers)
     log(f"  processed in {time.monotonic() - t1:.0f} s")
@@ -382,9 +197,16 @@ def main(argv=None):
     p.add_argument('--executed', type=Path, help='take executed tutorials from this folder (same file names) instead')
     p.add_argument('--clean', action='store_true', help='forget cached executions and processing first (a cold build)')
     p.add_argument('-j', '--workers', type=int, default=2, help='parallel notebook executions and Sphinx workers')
+    p.add_argument('--execute-only', action='store_true',
+                   help='step 1 for the library notebooks only, into the cache (`make test-nbs`: fails when a notebook fails)')
     a = p.parse_args(argv)
     if a.clean:
         for d in (ROOT/'_build'/'docs', ROOT/'_proc'): shutil.rmtree(d, ignore_errors=True)
+    if a.execute_only:
+        files = {**collect(ROOT), 'tutorials': [], 'reports': []}
+        try: executed(files, ROOT, ROOT/'_build'/'docs'/'exec', 'skip', None, a.workers)
+        except RuntimeError as e: print(f"build_docs: error: {e}", file=sys.stderr); return 1
+        return 0
     try: r = build(a.out.resolve(), ROOT, a.tutorials, a.executed.resolve() if a.executed else None, a.workers)
     except RuntimeError as e: print(f"build_docs: error: {e}", file=sys.stderr); return 1
     log(f"{len(r['pages'])} pages in {r['seconds']} s -> {r['out'].relative_to(ROOT) if r['out'].is_relative_to(ROOT) else r['out']}/index.html"
