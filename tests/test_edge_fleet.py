@@ -5,6 +5,9 @@ from pathlib import Path
 import numpy as np
 from conftest import sh, clean_env
 from test_edge_agent import kit, AGENT   # the signing keys and the tiny models' exports
+import pytest
+
+pytestmark = pytest.mark.slow   # separate processes or a fresh venv: not in `make test-fast`
 
 N, POLL, BOUND = 5, 1.0, 30.0
 

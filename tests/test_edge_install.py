@@ -6,6 +6,9 @@ from configparser import ConfigParser
 from pathlib import Path
 from conftest import REPO, sh, clean_env
 from test_edge_agent import kit   # the signing keys and the tiny models' exports
+import pytest
+
+pytestmark = pytest.mark.slow   # separate processes or a fresh venv: not in `make test-fast`
 
 HEAVY = {'torch', 'mlflow', 'mlflow-skinny', 'ray', 'pymilvus', 'milvus-lite', 'pandas', 'onnx', 'scipy', 'scikit-learn'}
 
