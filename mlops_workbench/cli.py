@@ -6,7 +6,8 @@
 __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server',
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
-           'add_doctor_command', 'build_parser', 'main']
+           'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -313,6 +314,60 @@ def add_doctor_command(add):
     s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
     s.add_argument('--json', action='store_true', help='print JSON')
 
+# %% ../nbs/90_cli.ipynb #5ec0a002
+def cmd_keygen(args):
+    "Print a new secret key (base64), or write it to a file readable by its owner only (for MLWB_KEY_FILE)."
+    from mlops_workbench.secure import new_key, _inside, SecureError
+    key = new_key()
+    if not args.file: print(key); return 0
+    p = Path(args.file).expanduser().resolve()
+    if _inside(p, load_config().root): raise SecureError(f"{p}: inside the project; keep the key file outside the repo")
+    if p.exists(): raise SecureError(f"{p}: exists; refusing to overwrite a key")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f: f.write(key + '\n')
+    print(f"wrote a new key to {p} (mode 600): export MLWB_KEY_FILE={p}"); return 0
+
+def cmd_encrypt(args):
+    "Encrypt a file with the key from MLWB_KEY / MLWB_KEY_FILE (AES-256-GCM) into FILE.enc."
+    from mlops_workbench.secure import encrypt_file, load_key
+    out = encrypt_file(args.file, args.out, load_key(load_config().root, why=f"encrypting {args.file}"), args.force)
+    if args.remove: Path(args.file).unlink()
+    print(f"wrote {out}" + (f"; removed {args.file}" if args.remove else '')); return 0
+
+def cmd_decrypt(args):
+    "Check and decrypt FILE.enc; a wrong key or a tampered file writes nothing."
+    from mlops_workbench.secure import decrypt_file, load_key
+    out = decrypt_file(args.file, args.out, load_key(load_config().root, why=f"decrypting {args.file}"), args.force)
+    print(f"wrote {out}"); return 0
+
+def cmd_scan(args):
+    "Search every artifact of the project for sentinel values and secret env values; exit 1 on any hit."
+    from mlops_workbench.secure import scan
+    cfg = load_config()
+    vals = list(args.sentinel or [])
+    if args.sentinels_file: vals += [l.strip() for l in Path(args.sentinels_file).read_text().splitlines() if l.strip()]
+    extra = [u[len('file://'):] for u in (cfg.artifact_root,) if u.startswith('file://')]
+    extra += [cfg.milvus_uri] if cfg.milvus_lite else []
+    rep = scan(cfg.root, vals, extra=extra)
+    if args.json: print(json.dumps(dict(hits=rep.hits, files=rep.files, bytes=rep.bytes, areas=rep.areas, values=rep.values)))
+    else: print(rep.summary())
+    return 1 if rep.hits else 0
+
+def add_security_commands(add):
+    "Register keygen, encrypt, decrypt and scan on the parser's `add`."
+    s = add('keygen', cmd_keygen, 'make a new secret key (for MLWB_KEY or MLWB_KEY_FILE)')
+    s.add_argument('--file', help='write it to this file (mode 600, outside the project) instead of printing it')
+    for name, fn, what in (('encrypt', cmd_encrypt, 'encrypt a file at rest (AES-256-GCM) into FILE.enc'),
+                           ('decrypt', cmd_decrypt, 'check and decrypt FILE.enc')):
+        s = add(name, fn, what)
+        s.add_argument('file', help='the file'); s.add_argument('--out', help='where to write')
+        s.add_argument('--force', action='store_true', help='overwrite the output')
+        if name == 'encrypt': s.add_argument('--remove', action='store_true', help='delete the plaintext afterwards')
+    s = add('scan', cmd_scan, 'search every artifact for sentinel values and secret env values (exit 1 on a hit)')
+    s.add_argument('--sentinel', action='append', help='a value that must appear nowhere (repeatable)')
+    s.add_argument('--sentinels-file', help='a file of such values, one per line')
+    s.add_argument('--json', action='store_true', help='print JSON')
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -353,6 +408,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
     add_ops_commands(add)
     add_doctor_command(add)
+    add_security_commands(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
