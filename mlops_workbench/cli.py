@@ -142,9 +142,9 @@ def cmd_rollback(args):
 
 def cmd_history(args):
     "Print the audit log of role changes (all, or of one version) and the current roles."
-    from mlops_workbench.registry import history, format_history, aliases, verify_audit, audit_path
+    from mlops_workbench.registry import history, format_history, aliases, verify_anchored
     cfg = load_config(); recs = history(cfg, args.version)
-    if args.verify: print(f"audit log {audit_path(cfg)}: {verify_audit(audit_path(cfg))} records, hash chain intact")
+    if args.verify: print(verify_anchored(cfg))
     if args.json: print(json.dumps(dict(roles=aliases(cfg), history=recs), indent=2)); return 0
     print(format_history(recs)); print(f"roles: {aliases(cfg)}"); return 0
 
