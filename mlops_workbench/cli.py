@@ -19,7 +19,10 @@ from .stages import env_with_this_python as _env_with_this_python   # one copy, 
 def cmd_run(args):
     "Check every stage's params, their values and input files, then run the pipeline with `dvc repro` (what changed)."
     from mlops_workbench.stages import dvc_repro
-    return dvc_repro(load_config(), *args.stages, force=args.force, dry=args.dry, check=False)
+    from mlops_workbench.secure import check_prepare
+    cfg = load_config()
+    if not args.dry: check_prepare(cfg.params, cfg.root)   # a missing key stops here, before DVC touches any output
+    return dvc_repro(cfg, *args.stages, force=args.force, dry=args.dry, check=False)
 
 def cmd_stage(args):
     "Run one stage notebook (this is what dvc.yaml calls) and say how long it took."
@@ -349,7 +352,8 @@ def cmd_scan(args):
     extra = [u[len('file://'):] for u in (cfg.artifact_root,) if u.startswith('file://')]
     extra += [cfg.milvus_uri] if cfg.milvus_lite else []
     rep = scan(cfg.root, vals, extra=extra)
-    if args.json: print(json.dumps(dict(hits=rep.hits, files=rep.files, bytes=rep.bytes, areas=rep.areas, values=rep.values)))
+    if args.json:
+        print(json.dumps(dict(hits=rep.hits, files=rep.files, bytes=rep.bytes, areas=rep.areas, values=rep.values)))
     else: print(rep.summary())
     return 1 if rep.hits else 0
 

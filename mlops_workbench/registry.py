@@ -111,12 +111,15 @@ def _check_head(path:Path, lines:list, head:dict, model:str|None):
     "The line at the anchored head's position must hash to it; no record of `model` may follow it."
     s = int(head['seq'])
     if len(lines) < s:
-        raise RegistryError(f"{path}: {len(lines)} records, but the registry anchored record {s} (records were deleted)")
+        raise RegistryError(f"{path}: {len(lines)} records, but the registry anchored record {s} "
+                            "(records were deleted)")
     if _line_hash(lines[s - 1]) != head['hash']:
-        raise RegistryError(f"{path}: record {s} does not match the head anchored in the registry (the log was rewritten)")
+        raise RegistryError(f"{path}: record {s} does not match the head anchored in the registry "
+                            "(the log was rewritten)")
     for j, l in enumerate(lines[s:], s + 1):
         if model is None or json.loads(l).get('model') == model:
-            raise RegistryError(f"{path}: record {j} follows the head anchored in the registry (written outside the workbench)")
+            raise RegistryError(f"{path}: record {j} follows the head anchored in the registry "
+                                "(written outside the workbench)")
 
 def head_of(rec:dict) -> dict:
     "The anchor of a record just appended: its seq and the hash of its line."
@@ -201,8 +204,8 @@ def move_alias(alias:str, # 'champion', 'challenger' or 'previous'
         if to is None: client.delete_registered_model_alias(cfg.model_name, alias)
         else: client.set_registered_model_alias(cfg.model_name, alias, str(to))
         rec = append_audit(audit_path(cfg), {'model': cfg.model_name, 'alias': alias, 'from': frm, 'to': to,
-                                             'action': action, 'who': whoami(), 'why': why.strip(), 'evidence': evidence},
-                           audit_key(cfg))
+                                             'action': action, 'who': whoami(), 'why': why.strip(),
+                                             'evidence': evidence}, audit_key(cfg))
         client.set_registered_model_tag(cfg.model_name, TAG_AUDIT_HEAD, json.dumps(head_of(rec)))
     for v in {frm, to} - {None}:
         client.set_model_version_tag(cfg.model_name, str(v), f"mlwb.audit.{rec['seq']:06d}",
@@ -235,7 +238,8 @@ def verify_anchored(cfg:Config|None=None) -> str:
     except MlflowException: tag = None
     head = json.loads(tag) if tag else None
     n = verify_audit(path, key, head, cfg.model_name)
-    return (f"audit log {path}: {n} records, hash chain intact, " + ('MACs verified' if key else 'MACs not checked (no key)')
+    macs = 'MACs verified' if key else 'MACs not checked (no key)'
+    return (f"audit log {path}: {n} records, hash chain intact, {macs}"
             + (f", head anchored at record {head['seq']} in the registry" if head else
                f", no head anchored in the registry yet (tag {TAG_AUDIT_HEAD} is set from the next move on)"))
 

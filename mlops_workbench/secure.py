@@ -6,16 +6,16 @@
 __all__ = ['KEY_ENV', 'KEY_FILE_ENV', 'EMAIL_RE', 'PHONE_RES', 'PHONE_RE', 'ACTIONS', 'ENC_SUFFIX', 'MAGIC', 'SECRET_NAME',
            'SKIP_DIRS', 'SecureError', 'KeyMissing', 'parse_key', 'new_key', 'load_key', 'derive_key', 'pseudonym',
            'pseudonymize_array', 'scrub_text', 'scrub_array', 'check_personal', 'encrypt_bytes', 'decrypt_bytes',
-           'encrypt_file', 'decrypt_file', 'memory_file', 'SecureReader', 'secure_reader', 'secret_values',
-           'count_in_stream', 'ScanReport', 'scan']
+           'encrypt_file', 'decrypt_file', 'memory_file', 'SecureReader', 'secure_reader', 'check_prepare',
+           'secret_values', 'count_in_stream', 'ScanReport', 'scan']
 
-# %% ../nbs/21_secure.ipynb #3d075eaa
+# %% ../nbs/21_secure.ipynb #19c2e76a
 import base64, binascii, contextlib, hashlib, hmac, json, os, re, stat
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from .config import atomic_write
 
-# %% ../nbs/21_secure.ipynb #2af1b05c
+# %% ../nbs/21_secure.ipynb #36c07a72
 KEY_ENV, KEY_FILE_ENV = 'MLWB_KEY', 'MLWB_KEY_FILE'
 
 class SecureError(ValueError):
@@ -41,7 +41,7 @@ def new_key() -> str:
     "A fresh random key, base64 (what `mlwb keygen` prints)."
     return base64.b64encode(os.urandom(32)).decode()
 
-# %% ../nbs/21_secure.ipynb #a9e4c124
+# %% ../nbs/21_secure.ipynb #6d420665
 def _inside(p:Path, root:Path) -> bool:
     "Whether `p` is `root` or under it."
     try: p.relative_to(root); return True
@@ -73,12 +73,12 @@ def derive_key(master:bytes, # from `load_key`
     from cryptography.hazmat.primitives.kdf.hkdf import HKDF
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b'mlwb:' + purpose.encode()).derive(master)
 
-# %% ../nbs/21_secure.ipynb #cf8373a2
+# %% ../nbs/21_secure.ipynb #ab65ea2a
 def pseudonym(value:str, # a personal value (trimmed before hashing)
               key:bytes, # the pseudonym key: `derive_key(master, 'pseudonym')`
-             ) -> str: # 'ps_' + 32 hex digits
-    "The keyed pseudonym of one value (HMAC-SHA256, 128 bits shown)."
-    return 'ps_' + hmac.new(key, str(value).strip().encode('utf-8'), hashlib.sha256).hexdigest()[:32]
+             ) -> str: # a whole number below 10^18, as text
+    "The keyed pseudonym of one value (HMAC-SHA256, read as a number of about 60 bits)."
+    return str(int.from_bytes(hmac.digest(key, str(value).strip().encode('utf-8'), 'sha256')[:8], 'big') % 10**18)
 
 def pseudonymize_array(col, # an Arrow array of ids (text or numbers)
                        key:bytes, # the pseudonym key
@@ -87,10 +87,12 @@ def pseudonymize_array(col, # an Arrow array of ids (text or numbers)
     import pyarrow as pa
     from mlops_workbench.data import _as_text
     txt, missing = _as_text(col)
-    vals = txt.to_pylist()
-    return pa.array([None if m else pseudonym(v, key) for v, m in zip(vals, missing)], pa.string())
+    d, m, big = hmac.digest, 10**18, int.from_bytes
+    out = [None if x else str(big(d(key, v.encode('utf-8'), 'sha256')[:8], 'big') % m)
+           for v, x in zip(txt.to_pylist(), missing)]
+    return pa.array(out, pa.string())
 
-# %% ../nbs/21_secure.ipynb #e2406486
+# %% ../nbs/21_secure.ipynb #4ab176be
 EMAIL_RE = r'[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}'
 PHONE_RES = (r'\+[0-9]{1,3}(?:[ .-]?\(?[0-9]{1,4}\)?){1,2}(?:[ .-]?[0-9]{2,4}){1,4}',
              r'\([0-9]{2,4}\)[ .-]?[0-9]{3,4}[ .-]?[0-9]{3,4}',
@@ -110,7 +112,7 @@ def scrub_array(col, # an Arrow string array
     col = pc.replace_substring_regex(col, EMAIL_RE, '<email>')
     return pc.replace_substring_regex(col, PHONE_RE, '<phone>')
 
-# %% ../nbs/21_secure.ipynb #fc2853eb
+# %% ../nbs/21_secure.ipynb #7969a618
 ACTIONS = ('drop', 'pseudonymize')
 
 def check_personal(personal:dict, # column -> 'drop' or 'pseudonymize' (prepare.personal)
@@ -120,14 +122,16 @@ def check_personal(personal:dict, # column -> 'drop' or 'pseudonymize' (prepare.
                    source:str='', # prepare.source
                   ) -> dict: # the same mapping, checked
     "Refuse an unknown action, a personal label or feature, a pseudonym for a column that is not the id."
-    if not isinstance(personal, dict): raise SecureError(f"prepare.personal: expected a mapping column -> action, got {personal!r}")
+    if not isinstance(personal, dict):
+        raise SecureError(f"prepare.personal: expected a mapping column -> action, got {personal!r}")
     if personal and source == 'digits':
         raise SecureError("prepare.personal: the digits source has no personal columns; set it to {} or name a file")
     for c, a in personal.items():
         where = f"prepare.personal: column {c!r}"
         if a not in ACTIONS: raise SecureError(f"{where}: {a!r} is not one of: {', '.join(ACTIONS)}")
         if c == label: raise SecureError(f"{where} is the label; a model cannot learn from a dropped or hashed label")
-        if c in features: raise SecureError(f"{where} is listed in prepare.features; personal columns are never features")
+        if c in features:
+            raise SecureError(f"{where} is listed in prepare.features; personal columns are never features")
         if a == 'drop' and c == id_col:
             raise SecureError(f"{where} is the id column; pseudonymize it, or set prepare.id_col: '' (row numbers)")
         if a == 'pseudonymize' and c != id_col:
@@ -135,7 +139,7 @@ def check_personal(personal:dict, # column -> 'drop' or 'pseudonymize' (prepare.
                               f"prepare.id_col")
     return personal
 
-# %% ../nbs/21_secure.ipynb #75b0e375
+# %% ../nbs/21_secure.ipynb #ea3537f5
 ENC_SUFFIX, MAGIC = '.enc', b'MLWB-AESGCM-1\n'
 
 def encrypt_bytes(data:bytes, # plaintext
@@ -160,7 +164,7 @@ def decrypt_bytes(blob:bytes, # what `encrypt_bytes` made
     except InvalidTag:
         raise SecureError(f"{name}: cannot decrypt: wrong key, or the file was altered or truncated") from None
 
-# %% ../nbs/21_secure.ipynb #c7d47e44
+# %% ../nbs/21_secure.ipynb #6ef7dda0
 def encrypt_file(path:str|Path, # the plaintext file
                  out:str|Path|None=None, # where to write (default: `path` + '.enc')
                  key:bytes|None=None, # the master key (default: `load_key()`)
@@ -182,7 +186,8 @@ def decrypt_file(path:str|Path, # a file written by `encrypt_file`
     "Check and decrypt a file into `out`, atomically; a wrong key or a tampered file writes nothing."
     path = Path(path)
     if out is None:
-        if not path.name.endswith(ENC_SUFFIX): raise SecureError(f"{path}: name does not end in {ENC_SUFFIX}; give --out")
+        if not path.name.endswith(ENC_SUFFIX):
+            raise SecureError(f"{path}: name does not end in {ENC_SUFFIX}; give --out")
         out = path.with_name(path.name[:-len(ENC_SUFFIX)])
     out = Path(out)
     if not path.is_file(): raise SecureError(f"{path}: no such file")
@@ -191,7 +196,7 @@ def decrypt_file(path:str|Path, # a file written by `encrypt_file`
     with atomic_write(out, 'wb') as f: f.write(data)
     return out
 
-# %% ../nbs/21_secure.ipynb #0de8ccaf
+# %% ../nbs/21_secure.ipynb #8953e255
 def memory_file(data:bytes, # the contents
                 name:str='mlwb', # a label for debugging (not a path)
                ) -> int: # an open file descriptor; read it as f'/proc/self/fd/{fd}', close it when done
@@ -202,7 +207,7 @@ def memory_file(data:bytes, # the contents
     os.lseek(fd, 0, os.SEEK_SET)
     return fd
 
-# %% ../nbs/21_secure.ipynb #ba43eaf4
+# %% ../nbs/21_secure.ipynb #7b46c768
 @dataclass
 class SecureReader:
     "An `opener` for `data.ingest_stream`: decrypts in memory, drops and pseudonymizes personal columns, scrubs text."
@@ -222,7 +227,9 @@ class SecureReader:
         if not self.personal: return schema
         names = self._names(path, delimiter, name)
         gone = [c for c in self.personal if c not in names]
-        if gone: raise SecureError(f"{name}: personal column(s) {gone} of prepare.personal not in the file; found {names[:12]}")
+        if gone:
+            raise SecureError(f"{name}: personal column(s) {gone} of prepare.personal not in the file; "
+                              f"found {names[:12]}")
         if schema.features: return schema
         skip = {schema.label, schema.id_col, *self.personal}
         return replace(schema, features=[c for c in names if c not in skip])
@@ -246,7 +253,7 @@ class SecureReader:
         return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
     def __call__(self, path, schema, delimiter:str=',', chunk_rows:int=100_000, name:str|None=None) -> tuple:
-        "`data.open_chunks` on the (decrypted) file with personal columns protected: (features, used, estimate, chunks)."
+        "`data.open_chunks` on the (decrypted) file, personal columns protected: (features, used, estimate, chunks)."
         from mlops_workbench.data import open_chunks
         name, fd = str(name or path), None
         if str(path).endswith(ENC_SUFFIX):
@@ -280,7 +287,17 @@ def secure_reader(personal:dict, # prepare.personal
     why = 'prepare.personal' if personal else f"the encrypted source {source}"
     return SecureReader(dict(personal or {}), load_key(root, env, why))
 
-# %% ../nbs/21_secure.ipynb #12a8cbfc
+# %% ../nbs/21_secure.ipynb #5c0025ac
+def check_prepare(params:dict, # the whole params.yaml
+                  root:str|Path|None=None, # the project root
+                  env:dict|None=None, # the environment (default: `os.environ`)
+                 ) -> bool: # True when the prepare stage will need the key (and it is there)
+    "What `mlwb run` checks before DVC runs anything: prepare.personal is valid and the key is there when needed."
+    p = params.get('prepare') or {}
+    return secure_reader(p.get('personal') or {}, str(p.get('source', 'digits')), p.get('id_col', 'id'),
+                         p.get('label', 'label'), p.get('features') or [], root, env) is not None
+
+# %% ../nbs/21_secure.ipynb #bf167bec
 SECRET_NAME = re.compile(r'(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)', re.I)
 SKIP_DIRS = ('.git', '.venv', 'venv', 'node_modules', 'data/raw', 'data/batches', '__pycache__')
 
@@ -320,7 +337,7 @@ def count_in_stream(read, # a function returning the next block of bytes (b'' at
                 at = buf.find(n, at + 1)
         tail = buf[-keep:] if keep else b''
 
-# %% ../nbs/21_secure.ipynb #dd6e1f03
+# %% ../nbs/21_secure.ipynb #afa8b378
 @dataclass
 class ScanReport:
     "What `scan` searched and found."

@@ -190,7 +190,7 @@ class ModelTampered(FileNotFoundError):
     "A registered version's model files differ from the sha256 recorded at registration: they are not loaded."
 
 def _check_files(version, cfg:Config):
-    "Refuse, before anything is unpickled, model files that differ from the hashes recorded when the version was registered."
+    "Refuse, before anything is unpickled, model files whose sha256 differs from the one recorded at registration."
     from mlflow.exceptions import MlflowException
     c = get_client(cfg)
     try:

@@ -47,7 +47,10 @@ def test_encrypted_source_with_personal_columns(people):
     set_params(people, prepare={'source': 'data/raw/people.csv.enc'})
     sh(['mlwb', 'stage', 'prepare'], people, env=env)
     train = pd.read_parquet(people/'data/prepared/train.parquet')
-    assert train['id'].str.fullmatch(r'ps_[0-9a-f]{32}').all()
+    assert str(train['id'].dtype) == 'int64' and train['id'].between(0, 10**18 - 1).all()   # keyed pseudonyms
+    from mlops_workbench.secure import pseudonym, derive_key, parse_key
+    ids = {str(i) for s in ('train', 'val', 'test') for i in pd.read_parquet(people/f'data/prepared/{s}.parquet')['id']}
+    assert pseudonym(SENTINELS['email'], derive_key(parse_key(KEY), 'pseudonym')) in ids
     assert not {'name', 'phone', 'email'} & set(train.columns)
     q = (people/'data/quarantine/rejected.csv').read_text()
     assert '<phone>' in q and SENTINELS['phone'] not in q
