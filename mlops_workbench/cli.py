@@ -7,7 +7,8 @@ __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
            'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
-           'build_parser', 'main']
+           'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'build_parser',
+           'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -372,6 +373,86 @@ def add_security_commands(add):
     s.add_argument('--sentinels-file', help='a file of such values, one per line')
     s.add_argument('--json', action='store_true', help='print JSON')
 
+# %% ../nbs/90_cli.ipynb #5ec0a004
+def auth_dir(cfg) -> Path:
+    "Where the auth server keeps its user store and admin password: `$MLWB_AUTH_DIR`, else ~/.mlwb/auth/<project>."
+    import hashlib
+    from mlops_workbench.secure import _inside, SecureError
+    d = Path(os.environ.get('MLWB_AUTH_DIR') or
+             Path.home()/'.mlwb'/'auth'/f"{cfg.root.name}-{hashlib.sha256(str(cfg.root).encode()).hexdigest()[:10]}")
+    d = d.expanduser().resolve()
+    if _inside(d, cfg.root): raise SecureError(f"MLWB_AUTH_DIR={d}: inside the project; keep credentials outside the repo")
+    return d
+
+def _auth_files(cfg) -> tuple:
+    "The auth config (no secret in it), the admin password and the CSRF secret files (0600, generated once)."
+    import secrets
+    d = auth_dir(cfg); d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ini, pw, csrf = d/'auth.ini', d/'admin.password', d/'flask.secret'
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{d/'basic_auth.db'}\nadmin_username = admin\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    for f in (pw, csrf):
+        if not f.exists():
+            with os.fdopen(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as h:
+                h.write(secrets.token_urlsafe(24) + '\n')
+    if pw.read_text().strip() == 'password1234':
+        raise ValueError(f"{pw}: the old MLflow default admin password is refused; delete the file to generate one")
+    return ini, pw, csrf
+
+def cmd_tracking_server(args):
+    "Run the MLflow tracking server on the project store (loopback); --auth: basic auth, generated admin password."
+    from mlops_workbench.tracking import ensure_store
+    cfg = load_config(); ensure_store(cfg)
+    env = {**_env_with_this_python(), 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
+    cmd = ['mlflow', 'server', '--backend-store-uri', cfg.tracking_uri, '--default-artifact-root', cfg.artifact_root,
+           '--host', args.host, '--port', str(args.port), '--workers', '1']
+    url = f"http://{args.host}:{args.port}"
+    if args.auth:
+        ini, pw, csrf = _auth_files(cfg)
+        env |= {'MLFLOW_AUTH_CONFIG_PATH': str(ini), 'MLFLOW_AUTH_ADMIN_PASSWORD': pw.read_text().strip(),
+                'MLFLOW_FLASK_SERVER_SECRET_KEY': csrf.read_text().strip()}
+        cmd += ['--app-name', 'basic-auth']
+        print(f"MLflow with basic auth on {url}; admin password in {pw} (mode 600): export MLFLOW_TRACKING_URI={url} "
+              f"MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$(cat {pw})", flush=True)
+    else: print(f"MLflow tracking server on {url} (no auth; --auth for logins)", flush=True)
+    return _serve(cmd, env)
+
+def cmd_tracking_user(args):
+    "Create a user on the auth tracking server (as admin, from the environment); --manage: may move the model's roles."
+    import secrets
+    from mlflow.server.auth.client import AuthServiceClient
+    cfg = load_config()
+    if not cfg.tracking_uri.startswith('http'):
+        raise ValueError("set MLFLOW_TRACKING_URI to the auth server (mlwb tracking-server --auth) first")
+    c, pw = AuthServiceClient(cfg.tracking_uri), secrets.token_urlsafe(18)
+    c.create_user(args.name, pw)
+    if args.manage: c.grant_user_permission(args.name, 'registered_model', cfg.model_name, 'MANAGE')
+    out = auth_dir(cfg)/f'user-{args.name}.password'
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f: f.write(pw + '\n')
+    print(f"user {args.name} created ({'MANAGE on ' + cfg.model_name if args.manage else 'READ'}); password in {out}")
+    return 0
+
+def http_refusal(e:Exception) -> str|None:
+    "A one-line message for an MLflow request refused with 401 or 403, else None."
+    msg, uri = str(e), os.environ.get('MLFLOW_TRACKING_URI', 'the tracking server')
+    if type(e).__name__ not in ('MlflowException', 'RestException'): return None
+    if 'PERMISSION_DENIED' in msg or 'Permission denied' in msg or 'error code 403' in msg:
+        who = os.environ.get('MLFLOW_TRACKING_USERNAME', '?')
+        return f"403 permission denied by {uri} for user {who!r}: this needs MANAGE on the model; nothing was changed"
+    if 'UNAUTHENTICATED' in msg or 'error code 401' in msg or 'not authenticated' in msg:
+        return (f"401 not authenticated by {uri}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return None
+
+def add_auth_commands(add):
+    "Register tracking-server and tracking-user on the parser's `add`."
+    s = add('tracking-server', cmd_tracking_server, 'run the MLflow tracking server on the project store (--auth: logins)')
+    s.add_argument('--auth', action='store_true', help="MLflow's basic-auth app: logins, READ vs MANAGE")
+    s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
+    s = add('tracking-user', cmd_tracking_user, 'create a user on the auth tracking server (run as admin)')
+    s.add_argument('name'); s.add_argument('--manage', action='store_true', help="may move the model's roles")
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -413,6 +494,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_ops_commands(add)
     add_doctor_command(add)
     add_security_commands(add)
+    add_auth_commands(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
@@ -435,6 +517,9 @@ def main(argv:list|None=None) -> int:
     except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
             ValueError) as e:
         print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
+    except Exception as e:   # an MLflow server refusing the request (401/403): one line, not a traceback
+        if http_refusal(e) is None: raise
+        print(f"mlwb: error: {http_refusal(e)}", file=sys.stderr); rc = 1
     except ModuleNotFoundError as e:
         top = (e.name or '').split('.')[0]
         if top not in EXTRAS: raise
