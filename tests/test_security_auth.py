@@ -78,3 +78,27 @@ def test_reader_reads_but_cannot_promote(server):
     r = sh(['mlwb', 'promote', '2', '--reason', 'manager promotes'], server['root'], check=False, env=mx)
     assert r.returncode == 0, r.stderr
     assert "'champion': 2" in sh(['mlwb', 'history'], server['root'], env=reader).stdout
+
+def _get(s, path, host=None):
+    "GET `path` as admin (basic auth); (status, body)."
+    import base64
+    req = urllib.request.Request(s['url'] + path)
+    req.add_header('Authorization', 'Basic ' + base64.b64encode(f"admin:{s['admin']}".encode()).decode())
+    if host: req.add_header('Host', host)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r: return r.status, r.read().decode(errors='replace')
+    except urllib.error.HTTPError as e: return e.code, e.read().decode(errors='replace')
+
+def test_artifact_path_traversal_and_foreign_host_refused(server):
+    "The artifact endpoint serves a version's own file, and nothing outside the store for `..`, encoded, NUL, absolute or file:// paths."
+    from urllib.parse import quote
+    secret = server['root']/'outside.txt'; secret.write_text('TRAVERSAL-SENTINEL-31337')
+    base = '/model-versions/get-artifact?name=digits-classifier&version=1&path='
+    status, body = _get(server, base + 'MLmodel')
+    assert status == 200 and body == 'v1', (status, body[:200])
+    for p in ('../../outside.txt', quote('../../outside.txt', safe=''), '..%2f..%2foutside.txt', quote('..%2f..%2foutside.txt', safe=''),
+              'MLmodel%00../../outside.txt', quote(str(secret), safe=''), quote(secret.as_uri(), safe=''), '%2e%2e/%2e%2e/outside.txt'):
+        status, body = _get(server, base + p)
+        assert status >= 400 and 'TRAVERSAL-SENTINEL' not in body, (p, status, body[:200])
+    status, body = _get(server, '/api/2.0/mlflow/registered-models/get?name=digits-classifier', host='evil.example')
+    assert status in (400, 403) and 'digits-classifier' not in body, (status, body[:200])
