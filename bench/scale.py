@@ -75,33 +75,48 @@ def default_training():
     out['ray_init_s'] = init
     return out
 
-def one_second(params, data, report):
-    time.sleep(1.0); report(1, params['lr']); return [{'step': 1, 'value': params['lr']}]
+def sleeper(seconds):
+    "A trial objective that takes `seconds` of wall time (the orchestration around it is what is measured)."
+    def trial(params, data, report):
+        time.sleep(seconds); report(1, params['lr']); return [{'step': 1, 'value': params['lr']}]
+    return trial
 
-def sweep_overhead(n=16, concurrency=2):
-    "(b) 16 one-second trials at concurrency 2: wall vs ideal, in four configurations."
+def sweep_overhead(reps=3, n=16, concurrency=2, trial_seconds=(1.0, 0.25), modes=('untracked', 'mlflow')):
+    "(b) `n` trials of a fixed length at concurrency 2, untracked and with MLflow child runs, paired in each repetition."
     from mlops_workbench.config import load_config
     from mlops_workbench.distributed import ray_runtime
     from mlops_workbench.sweep import search_space, open_study, run_sweep
     from mlops_workbench.tracking import stage_run, ensure_store
     space = search_space(['mlp'], [[8]], [1e-4, 1.0], [0.0, 0.1], [32])
-    ideal, out = n*1.0/concurrency, {}
+    rows = []
     with tempfile.TemporaryDirectory() as d, ray_runtime(num_cpus=concurrency):
         cfg = load_config(d, env={}); ensure_store(cfg)
-        run_sweep_kw = dict(n_trials=n, concurrency=concurrency, pruner={'name': 'none'}, progress=False)
-        with open_study(Path(d)/'warm.journal', 'warm') as st: run_sweep(st, one_second, space, None, **{**run_sweep_kw, 'n_trials': 2})  # start the workers
-        for det in (True, False):
-            for tracked in (False, True):
-                name = f"{'deterministic' if det else 'as_they_come'}_{'mlflow' if tracked else 'untracked'}"
-                with open_study(Path(d)/f'{name}.journal', name, pruner={'name': 'none'}) as st:
-                    t0 = time.perf_counter()
-                    if tracked:
-                        with stage_run('sweep', {'bench': name}, cfg=cfg) as (client, parent):
-                            s = run_sweep(st, one_second, space, None, deterministic=det, client=client, parent_id=parent, **run_sweep_kw)
-                    else: s = run_sweep(st, one_second, space, None, deterministic=det, **run_sweep_kw)
-                    wall = time.perf_counter() - t0
-                out[name] = dict(wall_s=wall, ideal_s=ideal, overhead_per_trial_s=(wall - ideal)*concurrency/n, parallel_efficiency=ideal/wall, n_trials=s['n_trials'])
-    return out
+        kw = dict(n_trials=n, concurrency=concurrency, pruner={'name': 'none'}, progress=False)
+        with open_study(Path(d)/'warm.journal', 'warm') as st: run_sweep(st, sleeper(0.1), space, None, **{**kw, 'n_trials': 2})
+        for rep in range(reps):
+            for secs in trial_seconds:
+                for mode in modes:   # paired: both modes in every repetition, alternating which goes first
+                    name = f'{mode}-{secs}-{rep}'
+                    with open_study(Path(d)/f'{name}.journal', name, pruner={'name': 'none'}) as st:
+                        t0 = time.perf_counter()
+                        if mode == 'mlflow':
+                            with stage_run('sweep', {'bench': name}, cfg=cfg) as (client, parent):
+                                s = run_sweep(st, sleeper(secs), space, None, client=client, parent_id=parent, **kw)
+                        else: s = run_sweep(st, sleeper(secs), space, None, **kw)
+                        wall = time.perf_counter() - t0
+                    ideal = n*secs/concurrency
+                    rows.append(dict(mode=mode, trial_s=secs, rep=rep, wall_s=wall, n_trials=s['n_trials'],
+                                     overhead_per_trial_s=(wall - ideal)*concurrency/n, efficiency=ideal/wall))
+            modes = modes[::-1]
+    out = {}
+    for secs in trial_seconds:
+        for mode in sorted({r['mode'] for r in rows}):
+            sel = [r for r in rows if r['trial_s'] == secs and r['mode'] == mode]
+            o, e = [r['overhead_per_trial_s'] for r in sel], [r['efficiency'] for r in sel]
+            out[f'{mode}_{secs}s'] = dict(overhead_per_trial_s=statistics.median(o), overhead_spread=[min(o), max(o)],
+                                         efficiency=statistics.median(e), efficiency_spread=[min(e), max(e)], reps=len(sel))
+    return dict(**out, goal='per-trial overhead <= 0.1 s; efficiency >= 0.85 (1 s trials), >= 0.75 (0.25 s), with MLflow',
+                raw=rows)
 
 def tracking_overhead(reps):
     "(c) MLflow time vs training time for a train-stage-sized run (digits tiled x10, 20 epochs)."
@@ -130,12 +145,14 @@ def tracking_overhead(reps):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument('--reps', type=int, default=3, help='repetitions for (a) and (c) (default 3)')
+    ap.add_argument('--reps', type=int, default=3, help='repetitions for (a), (b) and (c) (default 3)')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'scale.json', help='where to write the results')
+    ap.add_argument('--only', nargs='*', help='run only these parts: throughput default_training sweep tracking')
     a = ap.parse_args()
     res = dict(command=' '.join([Path(sys.executable).name, *sys.argv]), machine=dict(cpus=os.cpu_count(), python=platform.python_version(), platform=platform.platform()),
                when=time.strftime('%Y-%m-%d %H:%M:%S'))
-    for name, fn in (('throughput', lambda: throughput(a.reps)), ('default_training', default_training), ('sweep', sweep_overhead), ('tracking', lambda: tracking_overhead(a.reps))):
+    for name, fn in (('throughput', lambda: throughput(a.reps)), ('default_training', default_training), ('sweep', lambda: sweep_overhead(a.reps)), ('tracking', lambda: tracking_overhead(a.reps))):
+        if a.only and name not in a.only: continue
         t0 = time.perf_counter(); res[name] = fn(); print(f"{name} ({time.perf_counter()-t0:.0f} s):", json.dumps({k: v for k, v in res[name].items() if k != 'raw'}, indent=1), flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True); a.out.write_text(json.dumps(res, indent=2) + '\n')
 

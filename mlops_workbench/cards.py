@@ -10,67 +10,97 @@ import json
 from pathlib import Path
 from .config import Config, load_config, atomic_write
 
-# %% ../nbs/12_cards.ipynb #28e304a5
-def _table(rows:list, head:list) -> str:
-    return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)] + ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows])
+# %% ../nbs/12_cards.ipynb #f7dc9653
+def _table(rows:list, # rows of cells
+           head:list, # column titles
+          ) -> str:
+    "A Markdown table."
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)]
+    return '\n'.join(lines + ['| ' + ' | '.join(str(c) for c in r) + ' |' for r in rows])
 
-def _f(v, nd=4): return f'{v:.{nd}f}' if isinstance(v, float) else ('—' if v is None else str(v))
+def _f(v, nd=4):
+    "A number for a card: floats to `nd` places, None as a dash."
+    return f'{v:.{nd}f}' if isinstance(v, float) else ('—' if v is None else str(v))
 
+# %% ../nbs/12_cards.ipynb #a5a519de
+def _lineage(f:dict) -> list:
+    "The 'Data and lineage' section: fingerprint, commit, split sizes, source, dvc.lock entries, training params."
+    counts = ' / '.join(str((f.get('counts') or {}).get(k, '—')) for k in ('train', 'val', 'test'))
+    rows = [('data fingerprint', f"`{f.get('data_fingerprint') or '—'}`"), ('git commit', f"`{f.get('git_commit') or '—'}`"),
+            ('examples (train / val / test)', counts), ('data source', f.get('source') or '—')]
+    out = ['## Data and lineage', '', _table(rows, ['what', 'value']), '']
+    if f.get('dvc_lock'):
+        import yaml
+        lock = yaml.safe_dump(f['dvc_lock'], sort_keys=False)[:4000].rstrip()
+        out += ['DVC lock entries of the run that made it (`dvc.lock`):', '', '```yaml', lock, '```', '']
+    params = (f.get('run') or {}).get('params')
+    if params: out += ['Training params:', '', _table(sorted(params.items()), ['param', 'value']), '']
+    return out
+
+# %% ../nbs/12_cards.ipynb #ac0b2272
+def _metrics(ev:dict|None) -> list:
+    "The 'Metrics' section: overall accuracy and macro-F1 on the evaluation split, and a per-class table."
+    if not ev: return ['## Metrics', '', 'No evaluation recorded for this version.', '']
+    head = (f"On the `{ev.get('split', 'test')}` split ({ev.get('n', '—')} examples): "
+            f"accuracy **{_f(ev.get('accuracy'))}**, macro-F1 **{_f(ev.get('macro_f1'))}**.")
+    rows = [(c, _f(m['precision'], 3), _f(m['recall'], 3), _f(m['f1'], 3), m['support'])
+            for c, m in (ev.get('per_class') or {}).items()]
+    return ['## Metrics', '', head, '', _table(rows, ['class', 'precision', 'recall', 'F1', 'support']), '']
+
+# %% ../nbs/12_cards.ipynb #00b29325
+def _gate(gate:dict|None) -> list:
+    "The 'Gate decision' section: first version, or the comparison with the champion and its reasons."
+    if not gate: return ['## Gate decision', '', 'This version has not been through the gate.', '']
+    if gate.get('first'): return ['## Gate decision', '', 'First registered version: champion without a comparison.', '']
+    verdict = (f"**{'PASSED' if gate['passed'] else 'REJECTED'}** against champion v{gate.get('champion_version', '—')} "
+               f"on {gate['n']} held-out examples that neither model trained on.")
+    row = (gate['metric'], _f(gate['champion']), _f(gate['challenger']), f"{gate['delta']:+.4f}",
+           f"[{gate['ci_low']:+.4f}, {gate['ci_high']:+.4f}]", _f(gate['mcnemar_p']))
+    head = ['metric', 'champion', 'challenger', 'difference', f"{gate['ci']:.0%} interval", 'McNemar p']
+    return ['## Gate decision', '', verdict, '', *[f"- {r}" for r in gate['reasons']], '', _table([row], head), '']
+
+# %% ../nbs/12_cards.ipynb #092048e5
+def _history(hist:list|None) -> list:
+    "The 'History of roles' section: every audited move of a role to or from this version."
+    if not hist: return []
+    def move(r): return f"{'-' if r['from'] is None else r['from']} → {'-' if r['to'] is None else r['to']}"
+    rows = [(r['when'][:19].replace('T', ' '), r['alias'], move(r), r['action'], r['who'], r['why']) for r in hist]
+    return ['## History of roles', '', _table(rows, ['when (UTC)', 'role', 'move', 'action', 'who', 'why']), '']
+
+# %% ../nbs/12_cards.ipynb #82e51bde
 def card_markdown(f:dict, # facts: see `card_facts`
                  ) -> str:
     "Render a model card as Markdown."
-    ev, gate, run = f.get('evaluation') or {}, f.get('gate') or {}, f.get('run', {})
-    out = [f"# Model card: {f['model_name']} v{f['version']}", '',
-           f"Roles now: **{', '.join(f.get('roles') or []) or 'none'}** · registered {f.get('created', '—')} · run `{f.get('run_id', '—')}`", '',
-           '## Purpose and intended use', '', f.get('purpose') or '—', '', f"**Intended use.** {f.get('intended_use') or '—'}", '',
-           '## Data and lineage', '',
-           _table([('data fingerprint', f"`{f.get('data_fingerprint') or '—'}`"), ('git commit', f"`{f.get('git_commit') or '—'}`"),
-                   ('examples (train / val / test)', ' / '.join(str((f.get('counts') or {}).get(k, '—')) for k in ('train', 'val', 'test'))),
-                   ('data source', f.get('source') or '—')], ['what', 'value']), '']
-    lock = f.get('dvc_lock') or {}
-    if lock:
-        import yaml
-        out += ['DVC lock entries of the run that made it (`dvc.lock`):', '', '```yaml', yaml.safe_dump(lock, sort_keys=False)[:4000].rstrip(), '```', '']
-    if run.get('params'):
-        out += ['Training params:', '', _table(sorted(run['params'].items()), ['param', 'value']), '']
-    out += ['## Metrics', '']
-    if ev:
-        out += [f"On the `{ev.get('split', 'test')}` split ({ev.get('n', '—')} examples): accuracy **{_f(ev.get('accuracy'))}**, macro-F1 **{_f(ev.get('macro_f1'))}**.", '',
-                _table([(c, _f(m['precision'], 3), _f(m['recall'], 3), _f(m['f1'], 3), m['support']) for c, m in (ev.get('per_class') or {}).items()],
-                       ['class', 'precision', 'recall', 'F1', 'support']), '']
-    else: out += ['No evaluation recorded for this version.', '']
-    out += ['## Gate decision', '']
-    if gate.get('first'): out += ['First registered version: champion without a comparison.', '']
-    elif gate:
-        out += [f"**{'PASSED' if gate['passed'] else 'REJECTED'}** against champion v{gate.get('champion_version', '—')} on {gate['n']} held-out examples that neither model trained on.", '',
-                *[f"- {r}" for r in gate['reasons']], '',
-                _table([(gate['metric'], _f(gate['champion']), _f(gate['challenger']), f"{gate['delta']:+.4f}", f"[{gate['ci_low']:+.4f}, {gate['ci_high']:+.4f}]", _f(gate['mcnemar_p']))],
-                       ['metric', 'champion', 'challenger', 'difference', f"{gate['ci']:.0%} interval", 'McNemar p']), '']
-    else: out += ['This version has not been through the gate.', '']
-    out += ['## Training time and hardware', '',
-            _table([('training time', f"{_f(run.get('train_seconds'), 1)} s"), ('device', run.get('device') or '—'), ('hardware', run.get('hardware') or '—')], ['what', 'value']), '',
-            '## Known limitations', '', f.get('limitations') or '—', '']
-    if f.get('history'):
-        out += ['## History of roles', '', _table([(r['when'][:19].replace('T', ' '), r['alias'], f"{'-' if r['from'] is None else r['from']} → {'-' if r['to'] is None else r['to']}", r['action'], r['who'], r['why'])
-                                                  for r in f['history']], ['when (UTC)', 'role', 'move', 'action', 'who', 'why']), '']
-    return '\n'.join(out)
+    run = f.get('run') or {}
+    roles = f"Roles now: **{', '.join(f.get('roles') or []) or 'none'}** · registered {f.get('created', '—')} · run `{f.get('run_id', '—')}`"
+    hw = [('training time', f"{_f(run.get('train_seconds'), 1)} s"), ('device', run.get('device') or '—'),
+          ('hardware', run.get('hardware') or '—')]
+    return '\n'.join([f"# Model card: {f['model_name']} v{f['version']}", '', roles, '',
+                      '## Purpose and intended use', '', f.get('purpose') or '—', '',
+                      f"**Intended use.** {f.get('intended_use') or '—'}", '',
+                      *_lineage(f), *_metrics(f.get('evaluation')), *_gate(f.get('gate')),
+                      '## Training time and hardware', '', _table(hw, ['what', 'value']), '',
+                      '## Known limitations', '', f.get('limitations') or '—', '', *_history(f.get('history'))])
 
+# %% ../nbs/12_cards.ipynb #075c2ec0
 def card_html(md:str, # the Markdown card
-              title:str) -> str:
+              title:str, # the page title
+             ) -> str:
     "The card as a standalone HTML page."
+    from html import escape
     from markdown_it import MarkdownIt
     body = MarkdownIt('commonmark').enable('table').render(md)
     style = ("body{font-family:system-ui,sans-serif;max-width:54rem;margin:2rem auto;padding:0 1rem;line-height:1.45}"
              "table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ccc;padding:.2rem .5rem;text-align:left}"
              "code,pre{background:#f5f5f5}pre{padding:.5rem;overflow-x:auto}")
-    from html import escape
-    return f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{escape(title)}</title><style>{style}</style></head>\n<body>\n{body}</body></html>\n"
+    head = f'<head><meta charset="utf-8"><title>{escape(title)}</title><style>{style}</style></head>'
+    return f'<!doctype html>\n<html lang="en">{head}\n<body>\n{body}</body></html>\n'
 
 def write_card(facts:dict, # see `card_facts`
                out_dir:str|Path, # e.g. reports/model_cards
               ) -> tuple: # (markdown path, html path)
     "Write `v{N}.md` and `v{N}.html` atomically."
-    md = card_markdown(facts); out_dir = Path(out_dir); n = facts['version']
+    md, out_dir, n = card_markdown(facts), Path(out_dir), facts['version']
     with atomic_write(out_dir/f'v{n}.md') as f: f.write(md)
     with atomic_write(out_dir/f'v{n}.html') as f: f.write(card_html(md, f"{facts['model_name']} v{n}"))
     return out_dir/f'v{n}.md', out_dir/f'v{n}.html'

@@ -7,8 +7,8 @@ __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
            'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
-           'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'build_parser',
-           'main']
+           'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'cmd_export',
+           'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status', 'add_edge_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -130,19 +130,32 @@ def _warned(fn, *args):
     for w in ws: print(f"mlwb: warning: {w.message}", file=sys.stderr)
     return out
 
+def _publish_if_asked() -> int:
+    "Publish the champion to the edge channel when params.yaml's `export.publish_on_promote` asks for it."
+    from mlops_workbench.config import read_params, find_root
+    if not (read_params(find_root()).get('export') or {}).get('publish_on_promote'): return 0
+    from mlops_workbench.export import publish_champion_if_asked
+    m = publish_champion_if_asked()
+    if m:
+        how = ' (rollback)' if m['rollback'] else ''
+        print(f"edge: published version {m['version']} as sequence {m['sequence']}{how}")
+    return 0
+
 def cmd_promote(args):
     "Make a version champion (the old one becomes `previous` unless broken); audited, idempotent; refuses a broken one."
     from mlops_workbench.registry import promote, aliases
     recs = _warned(promote, args.version, args.reason, args.evidence)
     _print_records(recs, f"version {args.version} is already champion: nothing changed")
-    print(f"roles: {aliases()}"); return 0
+    print(f"roles: {aliases()}")
+    return _publish_if_asked()
 
 def cmd_rollback(args):
     "Make `previous` (or --to VERSION) champion again; audited, idempotent."
     from mlops_workbench.registry import rollback, aliases
     recs = _warned(rollback, args.reason, args.to)
     _print_records(recs, "already rolled back: nothing changed")
-    print(f"roles: {aliases()}"); return 0
+    print(f"roles: {aliases()}")
+    return _publish_if_asked()
 
 def cmd_history(args):
     "Print the audit log of role changes (all, or of one version) and the current roles."
@@ -172,7 +185,7 @@ def cmd_simulate(args):
 
 def cmd_monitor(args):
     "Check new batches for drift (`dvc repro monitor`) and print every batch's verdict."
-    from mlops_workbench.loop import dvc_repro
+    from mlops_workbench.stages import dvc_repro
     from mlops_workbench.registry import aliases, verify_version, CHAMPION
     cfg = load_config()
     champion = aliases(cfg).get(CHAMPION)
@@ -453,6 +466,76 @@ def add_auth_commands(add):
     s = add('tracking-user', cmd_tracking_user, 'create a user on the auth tracking server (run as admin)')
     s.add_argument('name'); s.add_argument('--manage', action='store_true', help="may move the model's roles")
 
+# %% ../nbs/90_cli.ipynb #2ba3fdee
+def cmd_export(args):
+    "Export a registered version to ONNX, prove parity on the held-out split, log it to the version's MLflow run."
+    from mlops_workbench.export import export_version
+    r = export_version(args.version, args.alias, int8=args.int8)
+    rep, lat = r['parity'], r['parity']['latency']
+    print(f"version {r['version']}: parity passed on {rep['n']} {rep['split']} rows (argmax identical, max |Δp| "
+          f"{rep['max_abs_diff']:.2e} <= {rep['tolerance']:g}); accuracy {rep['accuracy_onnx']:.4f}")
+    print(f"latency (1 thread, median): single row {lat['single_ms_onnx']:.3f} ms onnx vs "
+          f"{lat['single_ms_torch']:.3f} ms torch ({lat['single_speedup']:.1f}x); "
+          f"batch 256 {lat['batch256_ms_onnx']:.2f} ms vs {lat['batch256_ms_torch']:.2f} ms")
+    if args.int8:
+        q = r['int8']
+        print(f"int8: accuracy {q['accuracy_int8']:.4f} ({q['accuracy_delta']:+.4f} vs fp32), same class on "
+              f"{q['same_class']:.1%} of rows, {q['bytes_int8']/1024:.0f} KiB vs {q['bytes_fp32']/1024:.0f} KiB, "
+              f"single row {q['single_ms_int8']:.3f} ms")
+    print(f"wrote {r['dir']}")
+    return 0
+
+def cmd_edge_keygen(args):
+    "Make the Ed25519 signing key pair (private key, mode 0600, at $MLWB_EDGE_KEY outside the repo; public beside it)."
+    from mlops_workbench.export import keygen
+    k = keygen(args.path, args.force)
+    print(f"private key: {k['private']} (mode 600, keep it secret)\npublic key:  {k['public']} (give it to devices: "
+          f"mlwb-edge run --trust {k['public']})\nkey id: {k['key_id']}")
+    return 0
+
+def cmd_edge_publish(args):
+    "Sign a registered version's bundle and publish it to the channel under the next sequence."
+    from mlops_workbench.export import publish
+    m = publish(args.version, args.alias, args.channel, args.rollback)
+    print(f"published {m['model_name']} version {m['version']} as sequence {m['sequence']}"
+          f"{' (rollback)' if m['rollback'] else ''}, key {m['key_id']}")
+    return 0
+
+def cmd_edge_status(args):
+    "Show the channel's head and the state every device reported."
+    from mlops_workbench.export import channel_dir, channel_head, fleet_status, format_fleet
+    ch = channel_dir(load_config(), args.channel)
+    devices, head = fleet_status(ch), channel_head(ch)
+    if args.json: print(json.dumps(dict(channel=str(ch), head=head, devices=devices), indent=2))
+    else: print(format_fleet(devices, head))
+    return 0
+
+def add_edge_commands(add):
+    "Register `mlwb export` and `mlwb edge keygen|publish|status` on the parser."
+    def which(s):
+        g = s.add_mutually_exclusive_group()
+        g.add_argument('--version', dest='version', help='version number (default: the holder of --alias)')
+        g.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='role (default champion)')
+    s = add('export', cmd_export, 'export a registered version to ONNX with a parity proof on the held-out split')
+    which(s)
+    s.add_argument('--int8', action='store_true', help="also quantize to int8 and report its accuracy and speed")
+    e = add('edge', lambda a: e.print_help() or 2, 'edge devices: signing keys, publishing bundles, fleet status')
+    sub = e.add_subparsers(dest='edge_command', metavar='COMMAND')
+    def edge(name, fn, help):
+        s = sub.add_parser(name, help=help, description=fn.__doc__)
+        s.set_defaults(fn=fn)
+        return s
+    s = edge('keygen', cmd_edge_keygen, 'make the signing key pair (private key outside the repo, mode 600)')
+    s.add_argument('--path', help='private key file (default: $MLWB_EDGE_KEY, else ~/.config/mlops-workbench/...)')
+    s.add_argument('--force', action='store_true', help='replace an existing key')
+    s = edge('publish', cmd_edge_publish, "sign a version's bundle and publish it to the channel")
+    which(s)
+    s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
+    s.add_argument('--rollback', action='store_true', help="publish an older version than the channel's (signed)")
+    s = edge('status', cmd_edge_status, 'show the channel and what every device reported')
+    s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
+    s.add_argument('--json', action='store_true', help='print JSON')
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -495,6 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_doctor_command(add)
     add_security_commands(add)
     add_auth_commands(add)
+    add_edge_commands(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
@@ -502,7 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRAS = dict(torch='train', ray='train', optuna='train',
               mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
               jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
-              onnxruntime='edge', cryptography='edge')
+              onnx='train', onnxruntime='edge', cryptography='edge')
 
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."

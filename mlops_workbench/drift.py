@@ -9,7 +9,7 @@ __all__ = ['FAMILIES', 'psi', 'feature_drift', 'embedding_drift', 'prediction_dr
 # %% ../nbs/09_drift.ipynb #30192fd7
 import numpy as np, pandas as pd
 
-# %% ../nbs/09_drift.ipynb #e7175320
+# %% ../nbs/09_drift.ipynb #366423ca
 def psi(ref:np.ndarray, # reference values of one feature
         cur:np.ndarray, # batch values
         bins:int=10, # quantile bins of the reference (ties merge bins)
@@ -23,6 +23,7 @@ def psi(ref:np.ndarray, # reference values of one feature
     p, q = np.maximum(p, eps), np.maximum(q, eps)
     return float(np.sum((q - p)*np.log(q/p))), b
 
+# %% ../nbs/09_drift.ipynb #ed6a5b47
 def feature_drift(X_ref:np.ndarray, # [N, m] reference (training) features
                   X_cur:np.ndarray, # [n, m] batch features
                   names:list, # feature names
@@ -32,21 +33,24 @@ def feature_drift(X_ref:np.ndarray, # [N, m] reference (training) features
                  ) -> dict:
     "Per-feature KS and PSI with multiple-testing-aware thresholds; a feature drifts when both flag it."
     from scipy.stats import ks_2samp, chi2
-    m, (N, n) = len(names), (len(X_ref), len(X_cur)); a = alpha/(2*m); n_eff = n*N/(n + N)
+    m, (N, n) = len(names), (len(X_ref), len(X_cur))
+    a, n_eff = alpha/(2*m), n*N/(n + N)
     rows = []
     for j, name in enumerate(names):
         r, c = X_ref[:, j], X_cur[:, j]
         ks = ks_2samp(r, c) if np.ptp(np.r_[r, c]) > 0 else None
         v, b = psi(r, c, bins)
         limit = max(psi_min, float(chi2.ppf(1 - a, max(b - 1, 1)))/n_eff)
-        rows.append(dict(feature=name, ks=float(ks.statistic) if ks else 0.0, ks_p=float(ks.pvalue) if ks else 1.0, psi=v, psi_limit=limit, bins=b))
+        rows.append(dict(feature=name, ks=float(ks.statistic) if ks else 0.0, ks_p=float(ks.pvalue) if ks else 1.0,
+                         psi=v, psi_limit=limit, bins=b))
     t = pd.DataFrame(rows)
     t['ks_drift'], t['psi_drift'] = t['ks_p'] < a, t['psi'] > t['psi_limit']
     flagged = t[t['ks_drift'] & t['psi_drift']]
-    return dict(drift=bool(len(flagged)), alpha=alpha, ks_threshold_p=a, n_ks=int(t['ks_drift'].sum()), n_psi=int(t['psi_drift'].sum()),
-                flagged=flagged['feature'].tolist(), max_psi=float(t['psi'].max()), min_ks_p=float(t['ks_p'].min()), table=t)
+    return dict(drift=bool(len(flagged)), alpha=alpha, ks_threshold_p=a, n_ks=int(t['ks_drift'].sum()),
+                n_psi=int(t['psi_drift'].sum()), flagged=flagged['feature'].tolist(), max_psi=float(t['psi'].max()),
+                min_ks_p=float(t['ks_p'].min()), table=t)
 
-# %% ../nbs/09_drift.ipynb #e6677499
+# %% ../nbs/09_drift.ipynb #f6adbf38
 def embedding_drift(calib:np.ndarray, # neighbour distances of held-out examples
                     cur:np.ndarray, # neighbour distances of the batch
                     alpha:float=0.005, # false-alarm budget
@@ -55,8 +59,12 @@ def embedding_drift(calib:np.ndarray, # neighbour distances of held-out examples
     from scipy.stats import ks_2samp
     r = ks_2samp(cur, calib, alternative='less')   # H1: the batch's distance CDF lies below (distances larger)
     p95 = float(np.quantile(calib, 0.95))
-    return dict(drift=bool(r.pvalue < alpha), alpha=alpha, ks=float(r.statistic), p_value=float(r.pvalue), calib_p95=p95,
-                share_above_p95=float(np.mean(cur > p95)), calib_median=float(np.median(calib)), batch_median=float(np.median(cur)))
+    return dict(drift=bool(r.pvalue < alpha), alpha=alpha, ks=float(r.statistic), p_value=float(r.pvalue),
+                calib_p95=p95, share_above_p95=float(np.mean(cur > p95)), calib_median=float(np.median(calib)),
+                batch_median=float(np.median(cur)))
+
+# %% ../nbs/09_drift.ipynb #5e44c9ce
+def _shares(counts) -> list: return (np.asarray(counts)/max(np.sum(counts), 1)).tolist()
 
 def prediction_drift(ref_counts:np.ndarray, # predicted class counts on the reference
                      cur_counts:np.ndarray, # predicted class counts on the batch
@@ -64,20 +72,26 @@ def prediction_drift(ref_counts:np.ndarray, # predicted class counts on the refe
                     ) -> dict:
     "Chi-square test of homogeneity of the predicted class distributions."
     from scipy.stats import chi2_contingency
-    t = np.vstack([ref_counts, cur_counts]); t = t[:, t.sum(0) > 0]
+    t = np.vstack([ref_counts, cur_counts])
+    t = t[:, t.sum(0) > 0]
     chi, p, dof, _ = chi2_contingency(t) if t.shape[1] > 1 else (0.0, 1.0, 0, None)
     return dict(drift=bool(p < alpha), alpha=alpha, chi2=float(chi), dof=int(dof), p_value=float(p),
-                ref_share=(np.asarray(ref_counts)/max(np.sum(ref_counts), 1)).tolist(), batch_share=(np.asarray(cur_counts)/max(np.sum(cur_counts), 1)).tolist())
+                ref_share=_shares(ref_counts), batch_share=_shares(cur_counts))
 
-def accuracy_drift(ref_correct:int, ref_n:int, cur_correct:int, cur_n:int, alpha:float=0.005) -> dict:
+# %% ../nbs/09_drift.ipynb #f798720a
+def accuracy_drift(ref_correct:int, ref_n:int, # correct predictions and examples of the held-out reference
+                   cur_correct:int, cur_n:int, # the same on the batch
+                   alpha:float=0.005, # false-alarm budget
+                  ) -> dict:
     "One-sided two-proportion z-test: is the batch accuracy below the held-out accuracy?"
     from scipy.stats import norm
-    p1, p2 = ref_correct/ref_n, cur_correct/cur_n; p = (ref_correct + cur_correct)/(ref_n + cur_n)
-    se = np.sqrt(max(p*(1 - p), 1e-12)*(1/ref_n + 1/cur_n)); z = (p2 - p1)/se
+    p1, p2 = ref_correct/ref_n, cur_correct/cur_n
+    p = (ref_correct + cur_correct)/(ref_n + cur_n)
+    z = (p2 - p1)/np.sqrt(max(p*(1 - p), 1e-12)*(1/ref_n + 1/cur_n))
     pv = float(norm.cdf(z))
     return dict(drift=bool(pv < alpha), alpha=alpha, reference=p1, batch=p2, z=float(z), p_value=pv)
 
-# %% ../nbs/09_drift.ipynb #b47123c5
+# %% ../nbs/09_drift.ipynb #464f6b65
 FAMILIES = ('features', 'embedding', 'predictions', 'accuracy')
 
 def family_alpha(alpha:float, # overall false-alarm budget per batch
@@ -87,12 +101,14 @@ def family_alpha(alpha:float, # overall false-alarm budget per batch
     if not 0 < alpha < 1: raise ValueError(f"alpha={alpha!r}: expected a probability in (0, 1)")
     return alpha/(4 if labelled else 3)
 
+# %% ../nbs/09_drift.ipynb #487276fa
 def verdict(rep:dict) -> dict:
     "Add `families` (those that alarmed, in `FAMILIES` order) and `drift` (any of them) to a check."
     rep['families'] = [f for f in FAMILIES if f in rep and rep[f]['drift']]
     rep['drift'] = bool(rep['families'])
     return rep
 
+# %% ../nbs/09_drift.ipynb #bd068e5a
 def summary(rep:dict) -> dict:
     "The flat numbers of a check (for metrics files and MLflow)."
     f, e, p = rep['features'], rep['embedding'], rep['predictions']
@@ -105,6 +121,7 @@ def summary(rep:dict) -> dict:
         s.update(accuracy_drift=int(a['drift']), accuracy=a['batch'], accuracy_p=a['p_value'])
     return s
 
+# %% ../nbs/09_drift.ipynb #aa304117
 def to_json(rep:dict) -> dict:
     "The check as JSON-ready data (the per-feature table as records)."
     t = rep['features']['table']

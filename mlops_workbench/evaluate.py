@@ -19,42 +19,55 @@ def classification_metrics(y_true:np.ndarray, # true class indices
     from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support, confusion_matrix
     idx = list(range(len(classes)))
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=idx, zero_division=0)
-    return dict(accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=float(f1_score(y_true, y_pred, labels=idx, average='macro', zero_division=0)),
-                n=int(len(y_true)),
-                per_class={str(c): dict(precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i])) for i, c in enumerate(classes)},
-                confusion=confusion_matrix(y_true, y_pred, labels=idx).tolist())
+    per_class = {str(c): dict(precision=float(p[i]), recall=float(r[i]), f1=float(f[i]), support=int(s[i]))
+                 for i, c in enumerate(classes)}
+    macro_f1 = f1_score(y_true, y_pred, labels=idx, average='macro', zero_division=0)
+    return dict(accuracy=float(accuracy_score(y_true, y_pred)), macro_f1=float(macro_f1), n=int(len(y_true)),
+                per_class=per_class, confusion=confusion_matrix(y_true, y_pred, labels=idx).tolist())
 
-# %% ../nbs/04_evaluate.ipynb #9da6210e
+# %% ../nbs/04_evaluate.ipynb #8700f7d9
 def flat_metrics(m:dict, # from `classification_metrics`
                 ) -> dict:
     "The metrics without the confusion matrix, for `metrics/*.json`."
     return {k: v for k, v in m.items() if k != 'confusion'}
 
-def write_confusion_plot_data(y_true, y_pred, classes:list, path:str|Path) -> Path:
+# %% ../nbs/04_evaluate.ipynb #0179682f
+def write_confusion_plot_data(y_true:np.ndarray, # true class indices
+                              y_pred:np.ndarray, # predicted class indices
+                              classes:list, # class labels, by index
+                              path:str|Path, # e.g. plots/confusion.csv
+                             ) -> Path:
     "Write `actual,predicted` rows (class labels) for DVC's confusion template."
     df = pd.DataFrame({'actual': np.asarray(classes)[y_true], 'predicted': np.asarray(classes)[y_pred]})
     with atomic_write(path) as f: df.to_csv(f, index=False)
     return Path(path)
 
+# %% ../nbs/04_evaluate.ipynb #fa1dc92e
 def confusion_figure(m:dict, # from `classification_metrics`
-                     classes:list, title:str='Confusion matrix'):
+                     classes:list, # class labels, by index
+                     title:str='Confusion matrix', # the figure's title (the accuracy is appended)
+                    ):
     "A matplotlib figure of the confusion matrix with counts."
-    import matplotlib; import matplotlib.pyplot as plt
-    cm = np.asarray(m['confusion']); fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    im = ax.imshow(cm, cmap='Blues'); fig.colorbar(im, ax=ax)
+    import matplotlib.pyplot as plt
+    cm = np.asarray(m['confusion'])
+    fig, ax = plt.subplots(figsize=(5.5, 4.5))
+    fig.colorbar(ax.imshow(cm, cmap='Blues'), ax=ax)
     ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
            xlabel='predicted', ylabel='actual', title=f"{title} (accuracy {m['accuracy']:.3f})")
-    for i in range(len(classes)):
-        for j in range(len(classes)):
-            if cm[i, j]: ax.text(j, i, cm[i, j], ha='center', va='center', fontsize=8, color='white' if cm[i, j] > cm.max()/2 else 'black')
-    fig.tight_layout(); return fig
+    for (i, j), n in np.ndenumerate(cm):
+        if n: ax.text(j, i, n, ha='center', va='center', fontsize=8, color='white' if n > cm.max()/2 else 'black')
+    fig.tight_layout()
+    return fig
 
-def history_figure(history:pd.DataFrame):
+# %% ../nbs/04_evaluate.ipynb #3d67c32f
+def history_figure(history:pd.DataFrame, # per-epoch rows: epoch, train/val loss and accuracy
+                  ):
     "Loss and accuracy curves per epoch (train and validation)."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.2))
     history.plot(x='epoch', y=['train_loss', 'val_loss'], ax=a, marker='.', title='loss')
     history.plot(x='epoch', y=['train_accuracy', 'val_accuracy'], ax=b, marker='.', title='accuracy')
-    from matplotlib.ticker import MaxNLocator
     for ax in (a, b): ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.tight_layout(); return fig
+    fig.tight_layout()
+    return fig

@@ -11,62 +11,78 @@ from pathlib import Path
 import pandas as pd
 from .config import Config, load_config, atomic_write, write_json, read_json
 
-# %% ../nbs/15_loop.ipynb #31dcd1b2
+# %% ../nbs/15_loop.ipynb #ef374e29
 POOL = Path('data', 'raw', 'pool.csv')
 
 def set_prepare_source(params_file:str|Path, # params.yaml
                        source:str, # the new value of prepare.source
                       ) -> bool: # True when the file changed
     "Point `prepare.source` at `source`, editing only that line (comments and layout stay)."
-    p = Path(params_file); lines = p.read_text(encoding='utf-8').splitlines(keepends=True); section = None
+    p, section = Path(params_file), None
+    lines = p.read_text(encoding='utf-8').splitlines(keepends=True)
     for i, line in enumerate(lines):
         m = re.match(r'^(\w[\w-]*):', line)
-        if m: section = m.group(1); continue
+        if m:
+            section = m.group(1)
+            continue
         m = re.match(r'^(\s+)source:\s*([^#\n]*?)\s*(#.*)?$', line.rstrip('\n'))
         if section == 'prepare' and m:
             if m.group(2).strip('"\'') == source: return False
-            lines[i] = f"{m.group(1)}source: {source}" + (f"            {m.group(3)}" if m.group(3) else '') + '\n'
+            comment = f"            {m.group(3)}" if m.group(3) else ''
+            lines[i] = f"{m.group(1)}source: {source}{comment}\n"
             with atomic_write(p) as f: f.write(''.join(lines))
             return True
     raise ValueError(f"{p}: no 'source:' line in the prepare section")
 
-# %% ../nbs/15_loop.ipynb #3885c336
-def source_frame(cfg:Config) -> pd.DataFrame:
+# %% ../nbs/15_loop.ipynb #19360dce
+def source_frame(cfg:Config, # workbench config
+                ) -> pd.DataFrame:
     "The current prepare source as a frame (digits, or the raw CSV/Parquet file as written)."
     from mlops_workbench.data import load_digits_frame, read_table
-    prep = cfg.params.get('prepare') or {}; src = prep.get('source', 'digits')
+    prep = cfg.params.get('prepare') or {}
+    src = prep.get('source', 'digits')
     if src == 'digits': return load_digits_frame()
     return read_table(Path(src) if Path(src).is_absolute() else cfg.root/src, prep.get('delimiter', ','))
 
-def fold_batch(batch:str|Path, # a batch Parquet file (with labels)
-               cfg:Config|None=None) -> dict: # what the pool holds now
-    "Append a labelled batch to the training pool and point `prepare.source` at the pool."
-    cfg = cfg or load_config(); batch = Path(batch)
-    if not batch.is_absolute(): batch = cfg.root/batch
-    from mlops_workbench.data import read_table
-    df = read_table(batch)
-    prep = cfg.params.get('prepare') or {}; label, id_col = prep.get('label', 'label'), prep.get('id_col', 'id')
-    if label not in df.columns: raise ValueError(f"{batch}: the batch has no '{label}' column; retraining needs labels (they may arrive later)")
+# %% ../nbs/15_loop.ipynb #f78c9e1f
+def _pool_info(cfg:Config, prep:dict) -> dict:
+    "What the training pool holds: its base source and the batches folded in (a fresh pool when there is none)."
     pool, info_p = cfg.root/POOL, (cfg.root/POOL).with_suffix('.json')
-    info = read_json(info_p) if info_p.exists() and (cfg.root/POOL).exists() else {'base': prep.get('source', 'digits'), 'batches': []}
+    if info_p.exists() and pool.exists(): return read_json(info_p)
+    return {'base': prep.get('source', 'digits'), 'batches': []}
+
+def fold_batch(batch:str|Path, # a batch Parquet file (with labels)
+               cfg:Config|None=None, # workbench config
+              ) -> dict: # what the pool holds now
+    "Append a labelled batch to the training pool and point `prepare.source` at the pool."
+    from mlops_workbench.data import read_table
+    cfg = cfg or load_config()
+    batch = Path(batch) if Path(batch).is_absolute() else cfg.root/batch
+    df, prep = read_table(batch), cfg.params.get('prepare') or {}
+    label = prep.get('label', 'label')
+    if label not in df.columns:
+        raise ValueError(f"{batch}: the batch has no '{label}' column; retraining needs labels (they may arrive later)")
+    info = _pool_info(cfg, prep)
     if batch.stem in info['batches']: raise ValueError(f"{batch.stem} is already in the training pool {POOL}")
     base = source_frame(cfg)
     missing = [c for c in base.columns if c not in df.columns]
     if missing: raise ValueError(f"{batch}: missing column(s) {missing[:8]} of the training data")
     out = pd.concat([base.astype(str), df[list(base.columns)].astype(str)], ignore_index=True)
-    with atomic_write(pool) as f: out.to_csv(f, index=False)
+    with atomic_write(cfg.root/POOL) as f: out.to_csv(f, index=False)
     info = {**info, 'batches': info['batches'] + [batch.stem], 'rows': len(out)}
-    write_json(info_p, info)
+    write_json((cfg.root/POOL).with_suffix('.json'), info)
     set_prepare_source(cfg.path('params.yaml'), POOL.as_posix())
     return info
 
 # %% ../nbs/15_loop.ipynb #fe15a9cc
-from .stages import StageFailed, ReproFailed, env_with_this_python, dvc_repro   # the one way to run DVC
-
 def retrain(batch:str|Path, # the drifted, labelled batch
-            cfg:Config|None=None, quiet:bool=False) -> dict: # metrics/gate.json after the run
+            cfg:Config|None=None, # workbench config
+            quiet:bool=False, # hide DVC's output
+           ) -> dict: # metrics/gate.json after the run
     "Fold `batch` into the training data, rerun the pipeline, and return the gate's decision."
-    cfg = cfg or load_config(); fold_batch(batch, cfg)
+    from mlops_workbench.stages import dvc_repro   # the one way to run DVC
+    cfg = cfg or load_config()
+    fold_batch(batch, cfg)
     dvc_repro(cfg, quiet=quiet)
     return read_json(cfg.path('metrics', 'gate.json'))
 
@@ -87,14 +103,16 @@ def check_and_retrain(batch:str|Path, # a batch in data/batches/
                      ) -> dict: # what happened
     "Check a batch for drift (monitor stage); if it drifted, retrain and gate."
     from mlops_workbench.registry import aliases, CHAMPION
-    cfg = cfg or load_config(); batch = Path(batch)
+    from mlops_workbench.stages import dvc_repro
+    cfg, batch = cfg or load_config(), Path(batch)
     before = aliases(cfg).get(CHAMPION)
     dvc_repro(cfg, 'monitor', quiet=quiet)
     rep = batch_report(cfg, batch.stem)
     out = dict(batch=batch.stem, drift=rep['drift'], families=rep['families'], champion_before=before, retrained=False)
     if rep['drift'] and retrain_on_drift:
         gate = retrain(batch, load_config(cfg.root), quiet)
-        out.update(retrained=True, challenger=gate['challenger'], gate_passed=gate['passed'], gate_reasons=gate['reasons'])
+        out.update(retrained=True, challenger=gate['challenger'], gate_passed=gate['passed'],
+                   gate_reasons=gate['reasons'])
     out['champion'] = aliases(cfg).get(CHAMPION)
     return out
 

@@ -12,7 +12,7 @@ __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'noteboo
 # %% ../nbs/06_stages.ipynb #dc69fcc1
 import ast, contextlib, difflib, io, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, tokenize
 from pathlib import Path
-from .config import Config, load_config
+from .config import Config, load_config, dvc_outputs, stale_temps
 
 # %% ../nbs/06_stages.ipynb #e5eb3fa8
 class ParamError(ValueError):
@@ -322,13 +322,19 @@ def pipeline_lock(stage:str, # the stage about to run
 
 _STALE = re.compile(r'^\.tmp-.+-(\d+)\.(ipynb|runs)$')
 
+def _output_folders(cfg:Config) -> set:
+    "The folders the pipeline writes into: each declared output's folder, and the output itself when it is one."
+    outs = [cfg.path(o) for o in dvc_outputs(cfg.root)]
+    return {p.parent for p in outs} | {p for p in outs if p.is_dir()}
+
 def clean_stale(cfg:Config) -> list:
-    "Remove the temporary files and kernel-socket folders of stage runs whose process is gone; return them."
+    "Remove the temporary files and folders of stage runs and writers whose process is gone; return them."
     import psutil
     found = [(p, int(m.group(1))) for p in cfg.path('reports').glob('.tmp-*') if (m := _STALE.match(p.name))]
     found += [(p, int(m.group(1))) for p in Path(tempfile.gettempdir()).glob('mlwb-kernel-*')
               if (m := re.match(r'mlwb-kernel-(\d+)-', p.name))]
     gone = [p for p, pid in found if not psutil.pid_exists(pid)]
+    gone += [p for d in _output_folders(cfg) for p in stale_temps(d)]   # `atomic_write` temps of killed writers
     for p in gone:
         if p.is_dir(): shutil.rmtree(p, ignore_errors=True)
         else: p.unlink(missing_ok=True)
@@ -436,6 +442,14 @@ def _execute(stage:str, nb:Path, tmp:Path, params:dict, cfg:Config, sockets:Path
         if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
         run_sync(km.cleanup_resources)()
 
+def _attach_report(out:Path, runs:Path, cfg:Config):
+    "Attach the report to every run the stage made: a file copy for a local store, MLflow (slow to import) otherwise."
+    from mlops_workbench.tracking import recorded_runs, attach_copy
+    for run_id, uri in recorded_runs(runs):
+        if not attach_copy(out, uri, 'reports', cfg.root):
+            from mlops_workbench.tracking import log_artifact
+            log_artifact(out, run_id, 'reports', cfg)
+
 def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
               cfg:Config|None=None, # workbench config
               progress:bool=True, # papermill's progress bar over cells
@@ -462,10 +476,7 @@ def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
                 _execute(stage, nb, tmp, params, cfg, sockets, progress)
                 guard.check()   # the watchdog polls every 0.5 s: look once more before the commit point
                 os.replace(tmp, out)
-            run_ids = list(dict.fromkeys(runs.read_text().split())) if runs.exists() else []
-            if log_to_mlflow and run_ids:
-                from mlops_workbench.tracking import log_artifact
-                for r in run_ids: log_artifact(out, r, 'reports', cfg)
+            if log_to_mlflow: _attach_report(out, runs, cfg)
         finally:
             for f in (tmp, runs):
                 if f.exists(): f.unlink()

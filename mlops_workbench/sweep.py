@@ -8,7 +8,7 @@ __all__ = ['OBJECTIVES', 'PRUNERS', 'SweepError', 'encode_hidden', 'decode_hidde
            'open_study', 'recover', 'best_so_far', 'progress_bar', 'run_sweep', 'sweep_figures']
 
 # %% ../nbs/08_sweep.ipynb #a9599bec
-import contextlib, hashlib, json, math, os, time
+import contextlib, copy, hashlib, json, math, os, queue, threading, time
 from pathlib import Path
 import numpy as np
 from .config import Config, load_config
@@ -220,6 +220,29 @@ def progress_bar(total:int, # trials to reach
     tqdm = tqdm_class()
     return tqdm(**kw)
 
+class _Writer:
+    "A sweep's MLflow child-run writes, in order, on one background thread: off the driver's ask/tell path."
+    def __init__(self, client, parent_id:str, children:dict):
+        self.client, self.parent_id, self.children, self.error = client, parent_id, children, None
+        self.q = queue.Queue()
+        self.thread = threading.Thread(target=self._run, name='mlwb-sweep-mlflow', daemon=True)
+        self.thread.start()
+    def _run(self):
+        while (t := self.q.get()) is not None:
+            if self.error is None:
+                try: _log_trial(self.client, self.parent_id, t, self.children)
+                except Exception as e: self.error = e
+    def log(self, t):
+        "Queue the trial's current state (a copy: the study keeps changing it)."
+        self.q.put(copy.deepcopy(t))
+    def close(self, timeout:float=300, raise_error:bool=True):
+        "Wait for every queued write; raise the first error a write met."
+        self.q.put(None)
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise SweepError(f"MLflow writes of the sweep still running after {timeout:g} s (is the store reachable?)")
+        if self.error is not None and raise_error: raise self.error
+
 def run_sweep(study, # from `open_study`
               trial_fn, # fn(params, data, report) -> history (see `run_trial`)
               space:dict, # from `search_space`
@@ -243,7 +266,9 @@ def run_sweep(study, # from `open_study`
     slots = max(1, min(concurrency, int(cpus // cpus_per_trial)))
     pruner, direction = pruner or {}, study.direction.name.lower()
     t_start = time.perf_counter(); interrupted = recover(study, client, parent_id)
-    children = child_runs(client, parent_id) if client is not None else {}
+    writer = _Writer(client, parent_id, child_runs(client, parent_id)) if client is not None else None
+    def log(number:int):   # the trial's MLflow child run, written off the ask/tell path
+        if writer is not None: writer.log(study.get_trials(deepcopy=False)[number])
     task = ray.remote(num_cpus=cpus_per_trial, max_retries=0)(run_trial)
     fn_ref, data_ref = ray.put(trial_fn), ray.put(data)
     done = lambda: sum(_counted(t) for t in study.get_trials(deepcopy=False))
@@ -252,7 +277,7 @@ def run_sweep(study, # from `open_study`
     bar.set_postfix_str(best_so_far(study), refresh=False)
     def finish(trial, result, error):
         _tell(study, trial, result, error, direction)
-        if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
+        log(trial.number)
         bar.set_postfix_str(best_so_far(study), refresh=False)
         bar.update(1)
     def ask_one():
@@ -262,12 +287,12 @@ def run_sweep(study, # from `open_study`
             trial.set_user_attr('duplicate_of', twin.number)
             if twin.state == TrialState.COMPLETE: study.tell(trial, twin.value)
             else: study.tell(trial, state=TrialState.PRUNED)
-            if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
+            log(trial.number)
             bar.set_postfix_str(best_so_far(study), refresh=False)
             bar.update(1)
             return
         snapshot = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-        if client is not None: _log_trial(client, parent_id, study.get_trials(deepcopy=False)[trial.number], children)
+        log(trial.number)
         inflight.append((trial, task.remote(fn_ref, params, data_ref, snapshot, pruner, direction), time.perf_counter()))
     def fill():
         while len(inflight) < slots and done() + len(inflight) < n_trials and time.perf_counter() - t_start < timeout_s: ask_one()
@@ -288,7 +313,12 @@ def run_sweep(study, # from `open_study`
                 pick = 0 if deterministic else next((i for i, (_, r, _) in enumerate(inflight) if r in results), None)
                 if pick is None or inflight[pick][1] not in results: break
                 trial, r, _ = inflight.pop(pick); finish(trial, *results.pop(r)); fill()
-    finally: bar.close()
+    except BaseException:
+        bar.close()
+        if writer is not None: writer.close(raise_error=False)   # flush what was logged, keep the first error
+        raise
+    bar.close()
+    if writer is not None: writer.close()
     trials = study.get_trials(deepcopy=False)
     count = lambda s: sum(t.state == s and _counted(t) for t in trials)
     best = None

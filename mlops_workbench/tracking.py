@@ -5,13 +5,13 @@
 # %% auto #0
 __all__ = ['TAG_STAGE', 'TAG_COMMIT', 'TAG_DATA', 'TAG_FILES_SHA', 'TAG_PARENT', 'TAG_TRIAL', 'ensure_store', 'get_client',
            'flatten', 'log_dataset', 'stage_run', 'log_metrics', 'weights_sha256', 'log_torch_model', 'artifact_hashes',
-           'ModelTampered', 'load_torch_model', 'log_artifact', 'log_figure', 'log_run_json', 'run_json', 'child_runs',
-           'start_child_run', 'end_run']
+           'ModelTampered', 'load_torch_model', 'log_artifact', 'log_figure', 'recorded_runs', 'attach_copy',
+           'log_run_json', 'run_json', 'child_runs', 'start_child_run', 'end_run']
 
 # %% ../nbs/03_tracking.ipynb #635b3efe
 import contextlib, hashlib, json, os, sqlite3, time
 from pathlib import Path
-from .config import Config, load_config, git_commit, file_lock
+from .config import Config, load_config, git_commit, file_lock, atomic_write
 
 # %% ../nbs/03_tracking.ipynb #e16037e3
 def _sqlite_path(uri:str) -> Path: return Path(uri[len('sqlite:///'):]) if uri.startswith('sqlite:///') else Path(uri.split(':', 1)[1])
@@ -79,10 +79,11 @@ def flatten(d:dict, prefix:str='') -> dict:
         else: out[f'{prefix}{k}'] = v
     return out
 
-def _record_run(run_id:str):
+def _record_run(run_id:str, artifact_uri:str):
+    "Tell the stage runner (through `MLWB_STAGE_RUNS_FILE`) about a run and where its artifacts live."
     f = os.environ.get('MLWB_STAGE_RUNS_FILE')
     if f:
-        with open(f, 'a') as fh: fh.write(run_id + '\n')
+        with open(f, 'a') as fh: fh.write(f'{run_id}\t{artifact_uri}\n')
 
 def log_dataset(client, run_id:str, # the run
                 fingerprint:str, # the data fingerprint
@@ -110,13 +111,17 @@ def stage_run(stage:str, # pipeline stage name
          **({TAG_DATA: fingerprint} if fingerprint else {}), **(tags or {})}
     if run_id is None:
         t = {TAG_STAGE: stage, 'mlflow.source.name': f'nbs/stages/{stage}.ipynb', **t}
-        run_id = client.create_run(exp_id, run_name=f"{stage}-{(fingerprint or 'nodata')[:8]}", tags={k: str(v) for k, v in t.items()}).info.run_id
+        name = f"{stage}-{(fingerprint or 'nodata')[:8]}"
+        run = client.create_run(exp_id, run_name=name, tags={k: str(v) for k, v in t.items()})
+        run_id = run.info.run_id
         if fingerprint: log_dataset(client, run_id, fingerprint, stage)
     else:
-        client.update_run(run_id, status='RUNNING'); client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in t.items()])
-    _record_run(run_id)
+        client.update_run(run_id, status='RUNNING')
+        client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in t.items()])
+        run = client.get_run(run_id)
+    _record_run(run_id, run.info.artifact_uri)
     if params:
-        prefix = f'{stage}.' if client.get_run(run_id).data.tags.get(TAG_STAGE) != stage else ''
+        prefix = f'{stage}.' if run.data.tags.get(TAG_STAGE, stage) != stage else ''
         client.log_batch(run_id, params=[Param(prefix+k, str(v)[:6000]) for k, v in flatten(params).items()])
     try: yield client, run_id
     except BaseException: client.set_terminated(run_id, 'FAILED'); raise
@@ -225,6 +230,28 @@ def log_artifact(path:str|Path, run_id:str, artifact_path:str|None=None, cfg:Con
 def log_figure(fig, name:str, run_id:str, cfg:Config|None=None):
     "Attach a matplotlib figure to a run as `name` (e.g. 'plots/confusion.png')."
     get_client(cfg).log_figure(run_id, fig, name)
+
+# %% ../nbs/03_tracking.ipynb #3b545874
+def recorded_runs(path:str|Path, # the file that `MLWB_STAGE_RUNS_FILE` named
+                 ) -> list: # [(run id, artifact URI)], each run once, in the order first recorded
+    "The runs a stage made, as `stage_run` recorded them for the stage runner."
+    p = Path(path)
+    if not p.exists(): return []
+    pairs = (line.partition('\t')[::2] for line in p.read_text().splitlines() if line.strip())
+    return list(dict(pairs).items())
+
+def attach_copy(path:str|Path, # a local file
+                artifact_uri:str, # the run's artifact URI
+                artifact_path:str, # folder inside the run's artifacts
+                root:str|Path='.', # what a relative artifact URI is relative to
+               ) -> bool: # False for a remote store: attach through MLflow (`log_artifact`)
+    "Copy a file into a run's local artifact folder atomically, as MLflow's local store does, without loading MLflow."
+    local = _local(artifact_uri)
+    if local is None: return False
+    dest = (Path(root)/local/artifact_path/Path(path).name)
+    with atomic_write(dest, 'wb') as f: f.write(Path(path).read_bytes())
+    return True
+
 
 # %% ../nbs/03_tracking.ipynb #250fdb69
 def log_run_json(run_id:str, # the run

@@ -7,7 +7,7 @@ __all__ = ['MODELS', 'TUNED', 'Standardize', 'MLP', 'SmallCNN', 'build_model', '
            'TrainSpec', 'predict_proba', 'embed']
 
 # %% ../nbs/02_train.ipynb #59e82b50
-import math, os, random, time
+import math, os, random, sys, time
 from dataclasses import dataclass, asdict, fields, replace
 import numpy as np
 import torch
@@ -72,7 +72,11 @@ def seed_everything(seed:int, # the seed
                    ):
     "Seed python, numpy and torch, and make torch deterministic."
     random.seed(seed); np.random.seed(seed); torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    # `torch.use_deterministic_algorithms` also sets inductor's flag, importing torch._inductor (+1.6 s in every process,
+    # Ray workers too); the workbench never compiles, so set the same C-level switch directly unless inductor is loaded
+    if 'torch._inductor.config' in sys.modules or not hasattr(torch._C, '_set_deterministic_algorithms'):
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else: torch._C._set_deterministic_algorithms(True, warn_only=True)
     if threads: torch.set_num_threads(threads)
 
 def pick_device(device:str='auto', # 'auto', 'cpu', 'cuda' or 'cuda:N'
