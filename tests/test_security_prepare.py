@@ -74,3 +74,9 @@ def test_tampered_source_writes_nothing(people):
     r = sh(['mlwb', 'decrypt', str(enc)], people, env=env, check=False)
     assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'cannot decrypt' in r.stderr
     assert not raw.exists()
+
+def test_run_checks_the_key_before_dvc(people):
+    r = sh(['mlwb', 'run'], people, check=False)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert 'prepare.personal needs the secret key' in r.stderr and 'Running stage' not in r.stdout
+    assert not (people/'data/prepared').exists() and not list((people/'reports').glob('*.ipynb'))
