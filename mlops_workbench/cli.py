@@ -6,8 +6,9 @@
 __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server',
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
-           'add_doctor_command', 'cmd_export', 'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status',
-           'add_edge_commands', 'build_parser', 'main']
+           'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
+           'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'cmd_export',
+           'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status', 'add_edge_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -19,7 +20,10 @@ from .stages import env_with_this_python as _env_with_this_python   # one copy, 
 def cmd_run(args):
     "Check every stage's params, their values and input files, then run the pipeline with `dvc repro` (what changed)."
     from mlops_workbench.stages import dvc_repro
-    return dvc_repro(load_config(), *args.stages, force=args.force, dry=args.dry, check=False)
+    from mlops_workbench.secure import check_prepare
+    cfg = load_config()
+    if not args.dry: check_prepare(cfg.params, cfg.root)   # a missing key stops here, before DVC touches any output
+    return dvc_repro(cfg, *args.stages, force=args.force, dry=args.dry, check=False)
 
 def cmd_stage(args):
     "Run one stage notebook (this is what dvc.yaml calls) and say how long it took."
@@ -155,9 +159,9 @@ def cmd_rollback(args):
 
 def cmd_history(args):
     "Print the audit log of role changes (all, or of one version) and the current roles."
-    from mlops_workbench.registry import history, format_history, aliases, verify_audit, audit_path
+    from mlops_workbench.registry import history, format_history, aliases, verify_anchored
     cfg = load_config(); recs = history(cfg, args.version)
-    if args.verify: print(f"audit log {audit_path(cfg)}: {verify_audit(audit_path(cfg))} records, hash chain intact")
+    if args.verify: print(verify_anchored(cfg))
     if args.json: print(json.dumps(dict(roles=aliases(cfg), history=recs), indent=2)); return 0
     print(format_history(recs)); print(f"roles: {aliases(cfg)}"); return 0
 
@@ -327,6 +331,141 @@ def add_doctor_command(add):
     s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
     s.add_argument('--json', action='store_true', help='print JSON')
 
+# %% ../nbs/90_cli.ipynb #5ec0a002
+def cmd_keygen(args):
+    "Print a new secret key (base64), or write it to a file readable by its owner only (for MLWB_KEY_FILE)."
+    from mlops_workbench.secure import new_key, _inside, SecureError
+    key = new_key()
+    if not args.file: print(key); return 0
+    p = Path(args.file).expanduser().resolve()
+    if _inside(p, load_config().root): raise SecureError(f"{p}: inside the project; keep the key file outside the repo")
+    if p.exists(): raise SecureError(f"{p}: exists; refusing to overwrite a key")
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, 'w') as f: f.write(key + '\n')
+    print(f"wrote a new key to {p} (mode 600): export MLWB_KEY_FILE={p}"); return 0
+
+def cmd_encrypt(args):
+    "Encrypt a file with the key from MLWB_KEY / MLWB_KEY_FILE (AES-256-GCM) into FILE.enc."
+    from mlops_workbench.secure import encrypt_file, load_key
+    out = encrypt_file(args.file, args.out, load_key(load_config().root, why=f"encrypting {args.file}"), args.force)
+    if args.remove: Path(args.file).unlink()
+    print(f"wrote {out}" + (f"; removed {args.file}" if args.remove else '')); return 0
+
+def cmd_decrypt(args):
+    "Check and decrypt FILE.enc; a wrong key or a tampered file writes nothing."
+    from mlops_workbench.secure import decrypt_file, load_key
+    out = decrypt_file(args.file, args.out, load_key(load_config().root, why=f"decrypting {args.file}"), args.force)
+    print(f"wrote {out}"); return 0
+
+def cmd_scan(args):
+    "Search every artifact of the project for sentinel values and secret env values; exit 1 on any hit."
+    from mlops_workbench.secure import scan
+    cfg = load_config()
+    vals = list(args.sentinel or [])
+    if args.sentinels_file: vals += [l.strip() for l in Path(args.sentinels_file).read_text().splitlines() if l.strip()]
+    extra = [u[len('file://'):] for u in (cfg.artifact_root,) if u.startswith('file://')]
+    extra += [cfg.milvus_uri] if cfg.milvus_lite else []
+    rep = scan(cfg.root, vals, extra=extra)
+    if args.json:
+        print(json.dumps(dict(hits=rep.hits, files=rep.files, bytes=rep.bytes, areas=rep.areas, values=rep.values)))
+    else: print(rep.summary())
+    return 1 if rep.hits else 0
+
+def add_security_commands(add):
+    "Register keygen, encrypt, decrypt and scan on the parser's `add`."
+    s = add('keygen', cmd_keygen, 'make a new secret key (for MLWB_KEY or MLWB_KEY_FILE)')
+    s.add_argument('--file', help='write it to this file (mode 600, outside the project) instead of printing it')
+    for name, fn, what in (('encrypt', cmd_encrypt, 'encrypt a file at rest (AES-256-GCM) into FILE.enc'),
+                           ('decrypt', cmd_decrypt, 'check and decrypt FILE.enc')):
+        s = add(name, fn, what)
+        s.add_argument('file', help='the file'); s.add_argument('--out', help='where to write')
+        s.add_argument('--force', action='store_true', help='overwrite the output')
+        if name == 'encrypt': s.add_argument('--remove', action='store_true', help='delete the plaintext afterwards')
+    s = add('scan', cmd_scan, 'search every artifact for sentinel values and secret env values (exit 1 on a hit)')
+    s.add_argument('--sentinel', action='append', help='a value that must appear nowhere (repeatable)')
+    s.add_argument('--sentinels-file', help='a file of such values, one per line')
+    s.add_argument('--json', action='store_true', help='print JSON')
+
+# %% ../nbs/90_cli.ipynb #5ec0a004
+def auth_dir(cfg) -> Path:
+    "Where the auth server keeps its user store and admin password: `$MLWB_AUTH_DIR`, else ~/.mlwb/auth/<project>."
+    import hashlib
+    from mlops_workbench.secure import _inside, SecureError
+    d = Path(os.environ.get('MLWB_AUTH_DIR') or
+             Path.home()/'.mlwb'/'auth'/f"{cfg.root.name}-{hashlib.sha256(str(cfg.root).encode()).hexdigest()[:10]}")
+    d = d.expanduser().resolve()
+    if _inside(d, cfg.root): raise SecureError(f"MLWB_AUTH_DIR={d}: inside the project; keep credentials outside the repo")
+    return d
+
+def _auth_files(cfg) -> tuple:
+    "The auth config (no secret in it), the admin password and the CSRF secret files (0600, generated once)."
+    import secrets
+    d = auth_dir(cfg); d.mkdir(parents=True, exist_ok=True, mode=0o700)
+    ini, pw, csrf = d/'auth.ini', d/'admin.password', d/'flask.secret'
+    ini.write_text("[mlflow]\ndefault_permission = READ\n"
+                   f"database_uri = sqlite:///{d/'basic_auth.db'}\nadmin_username = admin\n"
+                   "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
+    for f in (pw, csrf):
+        if not f.exists():
+            with os.fdopen(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), 'w') as h:
+                h.write(secrets.token_urlsafe(24) + '\n')
+    if pw.read_text().strip() == 'password1234':
+        raise ValueError(f"{pw}: the old MLflow default admin password is refused; delete the file to generate one")
+    return ini, pw, csrf
+
+def cmd_tracking_server(args):
+    "Run the MLflow tracking server on the project store (loopback); --auth: basic auth, generated admin password."
+    from mlops_workbench.tracking import ensure_store
+    cfg = load_config(); ensure_store(cfg)
+    env = {**_env_with_this_python(), 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
+    cmd = ['mlflow', 'server', '--backend-store-uri', cfg.tracking_uri, '--default-artifact-root', cfg.artifact_root,
+           '--host', args.host, '--port', str(args.port), '--workers', '1']
+    url = f"http://{args.host}:{args.port}"
+    if args.auth:
+        ini, pw, csrf = _auth_files(cfg)
+        env |= {'MLFLOW_AUTH_CONFIG_PATH': str(ini), 'MLFLOW_AUTH_ADMIN_PASSWORD': pw.read_text().strip(),
+                'MLFLOW_FLASK_SERVER_SECRET_KEY': csrf.read_text().strip()}
+        cmd += ['--app-name', 'basic-auth']
+        print(f"MLflow with basic auth on {url}; admin password in {pw} (mode 600): export MLFLOW_TRACKING_URI={url} "
+              f"MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD=$(cat {pw})", flush=True)
+    else: print(f"MLflow tracking server on {url} (no auth; --auth for logins)", flush=True)
+    return _serve(cmd, env)
+
+def cmd_tracking_user(args):
+    "Create a user on the auth tracking server (as admin, from the environment); --manage: may move the model's roles."
+    import secrets
+    from mlflow.server.auth.client import AuthServiceClient
+    cfg = load_config()
+    if not cfg.tracking_uri.startswith('http'):
+        raise ValueError("set MLFLOW_TRACKING_URI to the auth server (mlwb tracking-server --auth) first")
+    c, pw = AuthServiceClient(cfg.tracking_uri), secrets.token_urlsafe(18)
+    c.create_user(args.name, pw)
+    if args.manage: c.grant_user_permission(args.name, 'registered_model', cfg.model_name, 'MANAGE')
+    out = auth_dir(cfg)/f'user-{args.name}.password'
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f: f.write(pw + '\n')
+    print(f"user {args.name} created ({'MANAGE on ' + cfg.model_name if args.manage else 'READ'}); password in {out}")
+    return 0
+
+def http_refusal(e:Exception) -> str|None:
+    "A one-line message for an MLflow request refused with 401 or 403, else None."
+    msg, uri = str(e), os.environ.get('MLFLOW_TRACKING_URI', 'the tracking server')
+    if type(e).__name__ not in ('MlflowException', 'RestException'): return None
+    if 'PERMISSION_DENIED' in msg or 'Permission denied' in msg or 'error code 403' in msg:
+        who = os.environ.get('MLFLOW_TRACKING_USERNAME', '?')
+        return f"403 permission denied by {uri} for user {who!r}: this needs MANAGE on the model; nothing was changed"
+    if 'UNAUTHENTICATED' in msg or 'error code 401' in msg or 'not authenticated' in msg:
+        return (f"401 not authenticated by {uri}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    return None
+
+def add_auth_commands(add):
+    "Register tracking-server and tracking-user on the parser's `add`."
+    s = add('tracking-server', cmd_tracking_server, 'run the MLflow tracking server on the project store (--auth: logins)')
+    s.add_argument('--auth', action='store_true', help="MLflow's basic-auth app: logins, READ vs MANAGE")
+    s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
+    s = add('tracking-user', cmd_tracking_user, 'create a user on the auth tracking server (run as admin)')
+    s.add_argument('name'); s.add_argument('--manage', action='store_true', help="may move the model's roles")
+
 # %% ../nbs/90_cli.ipynb #2ba3fdee
 def cmd_export(args):
     "Export a registered version to ONNX, prove parity on the held-out split, log it to the version's MLflow run."
@@ -437,6 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
     add_ops_commands(add)
     add_doctor_command(add)
+    add_security_commands(add)
+    add_auth_commands(add)
     add_edge_commands(add)
     return p
 
@@ -460,6 +601,9 @@ def main(argv:list|None=None) -> int:
     except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
             ValueError) as e:
         print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
+    except Exception as e:   # an MLflow server refusing the request (401/403): one line, not a traceback
+        if http_refusal(e) is None: raise
+        print(f"mlwb: error: {http_refusal(e)}", file=sys.stderr); rc = 1
     except ModuleNotFoundError as e:
         top = (e.name or '').split('.')[0]
         if top not in EXTRAS: raise

@@ -115,7 +115,7 @@ def _check_path(path:Path, shown:str|Path|None=None) -> str:
     shown = shown or path
     if not path.exists(): raise DataFileError(f"{shown}: file not found")
     if path.is_dir(): raise DataFileError(f"{shown}: is a folder, expected a .csv or .parquet file")
-    suffix = path.suffix.lower()
+    suffix = (path.suffix or Path(str(shown).removesuffix('.enc')).suffix).lower()   # in memory: /proc/self/fd/N
     if suffix not in CSV_SUFFIXES + PARQUET_SUFFIXES:
         raise DataFileError(f"{shown}: unsupported file type '{suffix}' (use .csv or .parquet)")
     if path.stat().st_size == 0: raise DataFileError(f"{shown}: file is empty")
@@ -535,6 +535,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
                   quarantine:str|Path|None=None, # folder for `rejected.csv`, written as rows are rejected; None: memory
                   keep:int=100, # rejected rows to return when they go to a quarantine file
                   split:dict|None=None, # `split_positions` arguments (test_size, val_size, seed), run before committing
+                  opener=None, # a function like `open_chunks` to read the file with (e.g. `secure.SecureReader`)
                  ) -> Ingested:
     "Read and validate `source` in chunks; too many rejected rows or a single class is a file-level error."
     import pyarrow as pa
@@ -548,7 +549,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
     else:
         path = Path(source) if Path(source).is_absolute() else Path(root)/source
         name = source
-        feats, cols, est, chunks = open_chunks(path, schema, delimiter, chunk_rows, name)
+        feats, cols, est, chunks = (opener or open_chunks)(path, schema, delimiter, chunk_rows, name)
     v = RowValidator(schema, feats, name, int(est * 1.2) + 1024)
     shown = []
     def run(out):
