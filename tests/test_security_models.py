@@ -20,6 +20,8 @@ print(sorted(aliases(cfg).items()))
 
 LOAD = """
 from mlops_workbench.tracking import load_torch_model, ModelTampered
+
+pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
 try: load_torch_model(2); print('LOADED')
 except ModelTampered as e: print('REFUSED', e)
 """

@@ -6,6 +6,8 @@ import pytest
 from conftest import copy_repo, set_params, sh, clean_env, SMALL
 from test_security_prepare import personal_csv, PERSONAL, SENTINELS, KEY
 
+pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
+
 SECRETS = dict(MLWB_KEY=KEY, MLFLOW_TRACKING_PASSWORD='sentinel-mlflow-password-7d1c',
                SENTINEL_API_TOKEN='sentinel-api-token-93af0b', DB_SECRET='sentinel-db-secret-55e2')
 
