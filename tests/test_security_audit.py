@@ -4,14 +4,14 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, sh, py, clean_env
 
+pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
+
 KEY = 'q3Jx7m1Qk9m0c2V8dGhpcy1pcy1hLXRlc3Qta2V5ISE='   # a test key, never a real one
 
 SETUP = """
 from mlops_workbench.config import load_config
 from mlops_workbench.tracking import ensure_store, get_client
 from mlops_workbench.registry import move_alias
-
-pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
 cfg = load_config(); ensure_store(cfg); c = get_client(cfg)
 c.create_registered_model(cfg.model_name)
 for _ in range(2): c.create_model_version(cfg.model_name, source=str(cfg.root/'models'))

@@ -5,12 +5,12 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, sh, py, clean_env
 
+pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
+
 SETUP = """
 from mlops_workbench.config import load_config
 from mlops_workbench.tracking import ensure_store, get_client
 from mlops_workbench.registry import move_alias
-
-pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
 cfg = load_config(); ensure_store(cfg); c = get_client(cfg)
 c.create_registered_model(cfg.model_name)
 for v in (1, 2):

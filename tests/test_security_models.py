@@ -4,6 +4,8 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, sh, py
 
+pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
+
 SETUP = """
 import numpy as np
 from mlops_workbench.config import load_config
@@ -20,8 +22,6 @@ print(sorted(aliases(cfg).items()))
 
 LOAD = """
 from mlops_workbench.tracking import load_torch_model, ModelTampered
-
-pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
 try: load_torch_model(2); print('LOADED')
 except ModelTampered as e: print('REFUSED', e)
 """
