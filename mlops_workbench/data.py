@@ -349,15 +349,28 @@ class _SeenIds:
         self.runs.append((ints, rows))
         while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
             (a, ra), (b, rb) = self.runs.pop(), self.runs.pop()
-            v = np.concatenate([b, a])
-            o = np.argsort(v, kind='stable')   # two sorted runs: a linear merge
-            self.runs.append((v[o], np.concatenate([rb, ra])[o]))
+            at = np.searchsorted(b, a) + np.arange(len(a))   # where a's ids go among b's (the runs are disjoint)
+            rest = np.ones(len(a) + len(b), bool)
+            rest[at] = False
+            v, r = np.empty(len(rest), a.dtype), np.empty(len(rest), ra.dtype)
+            v[at], r[at], v[rest], r[rest] = a, ra, b, rb
+            self.runs.append((v, r))
 
     def first_rows(self, txt, missing:np.ndarray, row0:int) -> np.ndarray:
         "For each id of a chunk starting after data row `row0`: the earlier row with the same id, or 0."
         import pyarrow as pa, pyarrow.compute as pc
         first = np.zeros(len(txt), 'int64')
-        canon = pc.fill_null(pc.match_substring_regex(txt, _INT_ID), False).to_numpy(zero_copy_only=False) & ~missing
+        canon = None
+        if not missing.any() and txt.null_count == 0:   # the common case: every id a whole number; canonical if it
+            try: v = pc.cast(txt, pa.int64())   # reads back as the same text (no '+', no leading zero) in 18 digits
+            except pa.ArrowInvalid: pass
+            else:
+                canon = pc.equal(pc.cast(v, pa.string()), txt).to_numpy(zero_copy_only=False)
+                v = v.to_numpy(zero_copy_only=False)
+                canon &= (v > -10**18) & (v < 10**18)
+        if canon is None:
+            canon = pc.fill_null(pc.match_substring_regex(txt, _INT_ID), False).to_numpy(zero_copy_only=False)
+            canon &= ~missing
         ci = np.flatnonzero(canon)
         if len(ci):
             v = pc.cast(pc.take(txt, pa.array(ci)), pa.int64()).to_numpy()
@@ -422,10 +435,14 @@ class RowValidator:
         if self.F.shape[1] < n: self.F = np.empty((len(self.feats), n))
         F = self.F[:, :n]   # one row per feature: contiguous writes, checks in bulk
         miss, bad = np.zeros(F.shape, bool), np.zeros(F.shape, bool)
-        for j, c in enumerate(self.feats):
-            F[j], m, b = _as_numbers(chunk.column(c))
+        def parse(j):
+            F[j], m, b = _as_numbers(chunk.column(self.feats[j]))
             if m.any(): miss[j] = m
             if b.any(): bad[j] = b
+        if n * len(self.feats) < 1 << 20: list(map(parse, range(len(self.feats))))
+        else:   # Arrow's text-to-number casts release the GIL: two threads parse the columns of a large chunk
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(2, thread_name_prefix='mlwb-parse') as ex: list(ex.map(parse, range(len(self.feats))))
         lo, hi = s.min_value, s.max_value
         def ok(a):   # finite and in [lo, hi]; NaN compares False
             good = a >= lo if lo > -np.inf else np.isfinite(a)

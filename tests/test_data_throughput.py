@@ -93,3 +93,29 @@ def test_streamed_csv_with_duplicate_ids_far_apart(tmp_path):
     assert r.rejected['_reason'].tolist() == ["id: duplicate id '5' (first at row 6)",
                                               "id: duplicate id '2999' (first at row 3000)"]
     assert len(r.clean) == 3_001 and r.clean['id'].iloc[-1] == 3000
+
+def test_canonical_int_ids_fast_path_agrees_with_the_pattern():
+    import re, pyarrow as pa
+    from mlops_workbench.data import _INT_ID
+    ids = ['0', '-0', '007', '3', '-12', '9223372036854775807', '-9223372036854775808', '123456789012345678',
+           '999999999999999999', '1000000000000000000', '-999999999999999999', '-1000000000000000000']
+    for part in (ids, [i for i in ids if i.lstrip('-').isdigit()]):   # the whole-number fast path and the other
+        s = _SeenIds()
+        assert s.first_rows(pa.array(part), np.zeros(len(part), bool), 0).tolist() == [0] * len(part)
+        assert sorted(s.text) == sorted(t for t in part if not re.fullmatch(_INT_ID, t))
+        again = s.first_rows(pa.array(part), np.zeros(len(part), bool), len(part))
+        assert again.tolist() == list(range(1, len(part) + 1))   # each seen before, at its first row
+
+def test_threaded_column_parse_of_a_large_chunk_equals_small_chunks(tmp_path):
+    rng = np.random.default_rng(4)
+    n, f = 17_000, 64   # one chunk of > 2**20 cells: its columns are parsed in two threads
+    X = rng.integers(0, 17, (n, f)).astype(str)
+    X[rng.integers(0, n, 30), rng.integers(0, f, 30)] = rng.choice(['x', '', '17', '-1', 'nan', '1e400'], 30)
+    rows = [f"{i},{i % 5}," + ','.join(x) for i, x in enumerate(X)]
+    (tmp_path/'d.csv').write_text('id,label,' + ','.join(f'p{j}' for j in range(f)) + '\n' + '\n'.join(rows) + '\n')
+    s = Schema(min_value=0, max_value=16)
+    a = ingest_stream('d.csv', s, tmp_path, chunk_rows=100_000)
+    b = ingest_stream('d.csv', s, tmp_path, chunk_rows=1_000)
+    assert 0 < a.n_rejected <= 30
+    pd.testing.assert_frame_equal(a.clean, b.clean)
+    pd.testing.assert_frame_equal(a.rejected, b.rejected)
