@@ -163,6 +163,8 @@ def main():
                         r['peak_over_prepared_mem'] = r['peak_rss_bytes'] / r['prepared_mem_bytes']
                         r['peak_over_csv'] = r['peak_rss_bytes'] / info['bytes']
                     entry['runs'].setdefault(mode, []).append(r)
+                    a.out.parent.mkdir(parents=True, exist_ok=True)   # each run as it ends: a long run can be cut
+                    a.out.write_text(json.dumps({**results, 'sizes': results['sizes'] + [entry]}, indent=1))
                     print(size, mode, rep, {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()
                                             if k not in ('fingerprint', 'quarantine_sha')}, flush=True)
                     shutil.rmtree(out, ignore_errors=True)
