@@ -211,7 +211,11 @@ def build_index(client, name:str, # collection
         ip = client.prepare_index_params(); ip.add_index(field_name='vector', **(index or INDEX))
         # sync=False: the client's own wait calls AllocTimestamp, which Milvus Lite lacks (a gRPC traceback in the
         # embed report); the describe_index loop below waits instead
-        _call(client, 'create_index', name, lambda: client.create_index(name, ip, sync=False))
+        # a long build (HNSW at 100k rows on a busy machine) can outlast the gRPC keepalive: the client then resends
+        # the call, which finds the index that the first one made
+        try: _call(client, 'create_index', name, lambda: client.create_index(name, ip, sync=False))
+        except VectorStoreError as e:
+            if 'already exists' not in str(e) or 'vector' not in (client.list_indexes(name) or []): raise
     _call(client, 'load', name, lambda: client.load_collection(name))
     t0 = time.monotonic()
     while True:   # Milvus Lite reports Finished at once; a server builds in the background
