@@ -69,7 +69,7 @@ def collection_name(model_name:str, version:str|int) -> str:
 
 FIELDS = ('id', 'label', 'split', 'prediction', 'model_version', 'run_id', 'data_fingerprint')
 INDEX = dict(index_type='HNSW', metric_type='L2', params=dict(M=16, efConstruction=200))   # see bench/vectors.py
-SEARCH_EF = 128   # HNSW's search breadth when the caller names none (at least k): recall@10 >= 0.97, bench/vectors.py
+SEARCH_EF = 256   # HNSW's search breadth when the caller names none (at least k): see bench/README.md
 INDEX_TYPES = ('HNSW', 'FLAT')   # FLAT: exact, brute force per query batch (Milvus Lite: numpy; bounded by `search`)
 
 def index_spec(index_type:str='HNSW', # 'HNSW' (graph, approximate) or 'FLAT' (exact)

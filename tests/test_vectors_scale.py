@@ -50,5 +50,5 @@ print(json.dumps(dict(count=vectors.count(c, {m['collection']!r}), index=c.descr
     assert str(state['index']['state']) == 'Finished' and int(state['index']['indexed_rows']) == n, state
     # the index and search breadth stated in params.yaml (embed.index_type, hnsw_m, ef), not AUTOINDEX's defaults
     assert state['index']['index_type'] == 'HNSW', state
-    assert m['index']['index_type'] == 'HNSW' and m['index']['params']['M'] == 16 and m['ef'] == 128, m
+    assert m['index']['index_type'] == 'HNSW' and m['index']['params']['M'] == 16 and m['ef'] == 256, m
     print(f"embed at {n} rows: peak {peak / 2**30:.2f} GiB")
