@@ -22,7 +22,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 # (label, index_spec kwargs, search ef values); FLAT is exact (ef ignored)
 CONFIGS = [('HNSW M16', dict(index_type='HNSW', M=16, ef_construction=200), [64, 128, 256, 512]),
-           ('HNSW M32', dict(index_type='HNSW', M=32, ef_construction=200), [64, 128, 256]),
+           ('HNSW M32', dict(index_type='HNSW', M=32, ef_construction=200), [128, 256, 512]),
            ('FLAT', dict(index_type='FLAT'), [None])]
 
 def project_embeddings() -> tuple: # (vectors, queries)

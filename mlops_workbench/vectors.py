@@ -208,7 +208,10 @@ def build_index(client, name:str, # collection
     if 'vector' in (_call(client, 'list_indexes', name, lambda: client.list_indexes(name)) or []):
         client.release_collection(name)   # load() indexes the segments that have no index yet, inline
     else:
-        ip = client.prepare_index_params(); ip.add_index(field_name='vector', **(index or INDEX))
+        spec = index or INDEX
+        ip = client.prepare_index_params(); ip.add_index(field_name='vector', **spec)
+        if spec.get('params'):   # pymilvus sends the build params flattened (M=..); Milvus Lite 3 reads them only from
+            ip[0].get_index_configs()['params'] = dict(spec['params'])   # a JSON 'params' entry (and ignored M before)
         # sync=False: the client's own wait calls AllocTimestamp, which Milvus Lite lacks (a gRPC traceback in the
         # embed report); the describe_index loop below waits instead
         # a long build (HNSW at 100k rows on a busy machine) can outlast the gRPC keepalive: the client then resends
