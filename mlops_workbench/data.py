@@ -330,7 +330,7 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
 
 # %% ../nbs/01_data.ipynb #a1f0c009
 class _SeenIds:
-    "Every id seen so far with the row where it first appeared: canonical integers in sorted runs, other text in a dict."
+    "Ids seen so far and the row where each first appeared: canonical integers in sorted runs, other text in a dict."
     def __init__(self):
         self.runs, self.text = [], {}   # [(sorted ids, first rows)]: a run is merged with the next smaller or equal one
 
@@ -442,7 +442,8 @@ class RowValidator:
         if n * len(self.feats) < 1 << 20: list(map(parse, range(len(self.feats))))
         else:   # Arrow's text-to-number casts release the GIL: two threads parse the columns of a large chunk
             from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(2, thread_name_prefix='mlwb-parse') as ex: list(ex.map(parse, range(len(self.feats))))
+            with ThreadPoolExecutor(2, thread_name_prefix='mlwb-parse') as ex:
+                list(ex.map(parse, range(len(self.feats))))
         lo, hi = s.min_value, s.max_value
         def ok(a):   # finite and in [lo, hi]; NaN compares False
             good = a >= lo if lo > -np.inf else np.isfinite(a)
@@ -770,7 +771,8 @@ def save_split(clean:pd.DataFrame, # the clean rows
         from concurrent.futures import ThreadPoolExecutor
         # the largest split in one thread, the others in a second: Parquet encoding, take and hashing release the GIL
         names = sorted(positions, key=lambda k: -len(positions[k]))
-        with ThreadPoolExecutor(2, thread_name_prefix='mlwb-save') as ex: hashes = dict(zip(names, ex.map(write, names)))
+        with ThreadPoolExecutor(2, thread_name_prefix='mlwb-save') as ex:
+            hashes = dict(zip(names, ex.map(write, names)))
         for name in sorted(positions):   # the fingerprint hashes the splits in name order, as `fingerprint` does
             h.update(_hash_header(name, clean.iloc[:0], len(positions[name])))
             for a in hashes[name]: h.update(a.tobytes())

@@ -77,7 +77,8 @@ def index_spec(index_type:str='HNSW', # 'HNSW' (graph, approximate) or 'FLAT' (e
                ef_construction:int=200, # HNSW: breadth of the search that builds the graph
               ) -> dict: # the `index_params` entry for the vector field
     "The vector index to build, checked: HNSW with its graph params, or FLAT."
-    if index_type not in INDEX_TYPES: raise VectorInputError(f"index_type {index_type!r}: expected one of {INDEX_TYPES}")
+    if index_type not in INDEX_TYPES:
+        raise VectorInputError(f"index_type {index_type!r}: expected one of {INDEX_TYPES}")
     if index_type == 'FLAT': return dict(index_type='FLAT', metric_type='L2', params={})
     for k, v, lo, hi in (('M', M, 2, 100), ('ef_construction', ef_construction, 8, 4096)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:

@@ -31,8 +31,8 @@ for name, spec in (('h', V.index_spec('HNSW', 8, 64)), ('f', V.index_spec('FLAT'
     d = c.describe_index(name, 'vector')
     exact = np.argsort(((X[:50, None] - X[None]) ** 2).sum(-1), axis=1)[:, :10]
     found = [[int(h['id']) for h in hs] for hs in V.search(c, name, X[:50], 10, ef=64)]
-    out[name] = dict(index_type=d['index_type'], recall=float(np.mean([len(set(a) & set(b)) / 10
-                                                                                        for a, b in zip(found, exact)])))
+    hits = [len(set(a) & set(b)) / 10 for a, b in zip(found, exact)]
+    out[name] = dict(index_type=d['index_type'], recall=float(np.mean(hits)))
 # the graph's M reaches Milvus Lite (it reads build params only from a JSON 'params' entry; pymilvus flattens them):
 # at a search breadth of 8, a graph of 4 links per node finds far fewer true neighbours than one of 48
 Y, Q = rng.normal(size=(6000, 32)).astype('float32'), rng.normal(size=(100, 32)).astype('float32')

@@ -43,8 +43,8 @@ def test_embed_stage_at_10x_digits_has_bounded_memory(scratch):
 import json
 from mlops_workbench.config import load_config
 from mlops_workbench import vectors
-c = vectors.connect(load_config())
-print(json.dumps(dict(count=vectors.count(c, {m['collection']!r}), index=c.describe_index({m['collection']!r}, 'vector'))))
+c, name = vectors.connect(load_config()), {m['collection']!r}
+print(json.dumps(dict(count=vectors.count(c, name), index=c.describe_index(name, 'vector'))))
 """, scratch).stdout.strip().splitlines()[-1])
     assert state['count'] == n
     assert str(state['index']['state']) == 'Finished' and int(state['index']['indexed_rows']) == n, state
