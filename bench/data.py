@@ -11,6 +11,8 @@ recorded per run):
             inside it, as the prepare stage calls it) -> save_split
   baseline  the landed in-memory path (mlops_workbench/data.py at BASELINE_COMMIT): read_table -> validate_rows ->
             split_dataset -> save_prepared -> write_quarantine
+  ref       (with --ref COMMIT) the same calls as `new`, with mlops_workbench/data.py as it was at COMMIT: the
+            before/after pair of a change, run alternately with `new` on the same file
 
 and checks that both give the same fingerprint and quarantine. The CSV is deleted after each size.
 "prepared output" is the prepared splits' size in memory (what `load_prepared` gives back; float32 pixels) and on disk.
@@ -66,7 +68,12 @@ if mode == 'baseline':
     m.write_quarantine(rej, out/'quarantine')
     n_rows, n_rej = len(clean) + len(rej), len(rej)
 else:
-    from mlops_workbench import data as m
+    if mode == 'ref':
+        import importlib.util
+        spec = importlib.util.spec_from_file_location('ref_data', sys.argv[5].replace('old_data', 'ref_data'))
+        m = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(m)
+    else: from mlops_workbench import data as m
     schema = m.Schema(min_value=0, max_value=16, labels=list(range(10)), image_shape=[8, 8])
     t1, c1 = time.perf_counter(), cpu()
     r = m.ingest_stream(str(src), schema, '/', ',', 0.1, chunk_rows, quarantine=out/'quarantine', split=dict())
@@ -118,6 +125,7 @@ def main():
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--baseline-max-mb', type=float, default=100,
                     help='run the in-memory baseline only up to this size')
+    ap.add_argument('--ref', default='', help='also run the streaming path of mlops_workbench/data.py at this commit')
     ap.add_argument('--chunk-rows', type=int, default=100_000)
     ap.add_argument('--timeout', type=int, default=1800, help='per run, seconds')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'data.json')
@@ -127,9 +135,13 @@ def main():
     old = subprocess.run(['git', 'show', f'{BASELINE_COMMIT}:mlops_workbench/data.py'], cwd=REPO, capture_output=True,
                          text=True, check=True).stdout
     old_module.write_text(old.replace('from .config import', 'from mlops_workbench.config import'))
+    if a.ref:
+        ref = subprocess.run(['git', 'show', f'{a.ref}:mlops_workbench/data.py'], cwd=REPO, capture_output=True,
+                             text=True, check=True).stdout
+        (tmp/'ref_data.py').write_text(ref.replace('from .config import', 'from mlops_workbench.config import'))
     results = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform()),
                    date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), chunk_rows=a.chunk_rows, reps=a.reps,
-                   baseline_commit=BASELINE_COMMIT, sizes=[])
+                   baseline_commit=BASELINE_COMMIT, ref_commit=a.ref or None, sizes=[])
     try:
         for size in a.sizes.split(','):
             mb = None if size == 'default' else float(size)
@@ -138,9 +150,9 @@ def main():
             info = make_csv(src, mb)
             info['generate_s'] = time.perf_counter() - t0
             entry = dict(size=size, **info, runs={})
-            modes = ['new'] + (['baseline'] if (mb or 0) <= a.baseline_max_mb else [])
+            modes = ['new'] + (['ref'] if a.ref else []) + (['baseline'] if (mb or 0) <= a.baseline_max_mb else [])
             for rep in range(a.reps):
-                for mode in modes:
+                for mode in (modes if rep % 2 == 0 else modes[::-1]):   # alternate who goes first
                     out = tmp/f'out-{mode}'
                     shutil.rmtree(out, ignore_errors=True)
                     r = run_child(mode, src, out, a.chunk_rows, old_module, a.timeout)
@@ -151,6 +163,8 @@ def main():
                         r['peak_over_prepared_mem'] = r['peak_rss_bytes'] / r['prepared_mem_bytes']
                         r['peak_over_csv'] = r['peak_rss_bytes'] / info['bytes']
                     entry['runs'].setdefault(mode, []).append(r)
+                    a.out.parent.mkdir(parents=True, exist_ok=True)   # each run as it ends: a long run can be cut
+                    a.out.write_text(json.dumps({**results, 'sizes': results['sizes'] + [entry]}, indent=1))
                     print(size, mode, rep, {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()
                                             if k not in ('fingerprint', 'quarantine_sha')}, flush=True)
                     shutil.rmtree(out, ignore_errors=True)
@@ -161,14 +175,15 @@ def main():
             fps = {m: {r.get('fingerprint') for r in rs} for m, rs in entry['runs'].items()}
             qs = {m: {r.get('quarantine_sha') for r in rs} for m, rs in entry['runs'].items()}
             entry['deterministic'] = all(len(v) == 1 for v in fps.values())
-            if 'baseline' in fps:
-                entry['same_as_baseline'] = dict(fingerprint=fps['new'] == fps['baseline'],
-                                                 quarantine=qs['new'] == qs['baseline'])
+            for other in ('baseline', 'ref'):
+                if other in fps:
+                    entry[f'same_as_{other}'] = dict(fingerprint=fps['new'] == fps[other],
+                                                     quarantine=qs['new'] == qs[other])
             results['sizes'].append(entry)
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(json.dumps(results, indent=1))
     finally: shutil.rmtree(tmp, ignore_errors=True)
-    keys = ('size', 'bytes', 'rows', 'summary', 'deterministic', 'same_as_baseline')
+    keys = ('size', 'bytes', 'rows', 'summary', 'deterministic', 'same_as_baseline', 'same_as_ref')
     print(json.dumps([{k: e.get(k) for k in keys} for e in results['sizes']], indent=1))
 
 if __name__ == '__main__': main()

@@ -330,30 +330,58 @@ def _as_numbers(col) -> tuple: # (float64 values, missing mask, not-a-number mas
 
 # %% ../nbs/01_data.ipynb #a1f0c009
 class _SeenIds:
-    "Every id seen so far with the row where it first appeared: canonical integers sorted, other text in a dict."
+    "Ids seen so far and the row where each first appeared: canonical integers in sorted runs, other text in a dict."
     def __init__(self):
-        self.ints, self.rows, self.text = np.empty(0, 'int64'), np.empty(0, 'int64'), {}
+        self.runs, self.text = [], {}   # [(sorted ids, first rows)]: a run is merged with the next smaller or equal one
+
+    def _lookup(self, u:np.ndarray) -> tuple: # (seen mask, first rows)
+        "Which of the sorted unique ids `u` were seen, and the row where each first appeared."
+        hit, rows = np.zeros(len(u), bool), np.zeros(len(u), 'int64')
+        for ints, at in self.runs:
+            pos = np.minimum(np.searchsorted(ints, u), len(ints) - 1)
+            h = ints[pos] == u
+            hit |= h
+            rows[h] = at[pos[h]]
+        return hit, rows
+
+    def _add(self, ints:np.ndarray, rows:np.ndarray):
+        "Add a sorted run of new ids; merging runs of similar size keeps lookups and inserts O(log n) per id."
+        self.runs.append((ints, rows))
+        while len(self.runs) > 1 and len(self.runs[-2][0]) <= 2 * len(self.runs[-1][0]):
+            (a, ra), (b, rb) = self.runs.pop(), self.runs.pop()
+            at = np.searchsorted(b, a) + np.arange(len(a))   # where a's ids go among b's (the runs are disjoint)
+            rest = np.ones(len(a) + len(b), bool)
+            rest[at] = False
+            v, r = np.empty(len(rest), a.dtype), np.empty(len(rest), ra.dtype)
+            v[at], r[at], v[rest], r[rest] = a, ra, b, rb
+            self.runs.append((v, r))
 
     def first_rows(self, txt, missing:np.ndarray, row0:int) -> np.ndarray:
         "For each id of a chunk starting after data row `row0`: the earlier row with the same id, or 0."
         import pyarrow as pa, pyarrow.compute as pc
         first = np.zeros(len(txt), 'int64')
-        canon = pc.fill_null(pc.match_substring_regex(txt, _INT_ID), False).to_numpy(zero_copy_only=False) & ~missing
+        canon = None
+        if not missing.any() and txt.null_count == 0:   # the common case: every id a whole number; canonical if it
+            try: v = pc.cast(txt, pa.int64())   # reads back as the same text (no '+', no leading zero) in 18 digits
+            except pa.ArrowInvalid: pass
+            else:
+                canon = pc.equal(pc.cast(v, pa.string()), txt).to_numpy(zero_copy_only=False)
+                v = v.to_numpy(zero_copy_only=False)
+                canon &= (v > -10**18) & (v < 10**18)
+        if canon is None:
+            canon = pc.fill_null(pc.match_substring_regex(txt, _INT_ID), False).to_numpy(zero_copy_only=False)
+            canon &= ~missing
         ci = np.flatnonzero(canon)
         if len(ci):
             v = pc.cast(pc.take(txt, pa.array(ci)), pa.int64()).to_numpy()
             u, fi, inv = np.unique(v, return_index=True, return_inverse=True)
-            pos = np.searchsorted(self.ints, u)
-            hit = pos < len(self.ints)
-            hit[hit] = self.ints[pos[hit]] == u[hit]
+            hit, seen_at = self._lookup(u)
             first_u = row0 + ci[fi] + 1
-            first_u[hit] = self.rows[pos[hit]]
+            first_u[hit] = seen_at[hit]
             at = first_u[inv.ravel()]
             mine = row0 + ci + 1
             first[ci] = np.where(at != mine, at, 0)
-            new = ~hit
-            self.ints = np.insert(self.ints, pos[new], u[new])
-            self.rows = np.insert(self.rows, pos[new], (row0 + ci[fi] + 1)[new])
+            if (~hit).any(): self._add(u[~hit], (row0 + ci[fi] + 1)[~hit])
         oi = np.flatnonzero(~canon & ~missing)
         if len(oi):
             for i, t in zip(oi, pc.take(txt, pa.array(oi)).to_pylist()):
@@ -407,16 +435,25 @@ class RowValidator:
         if self.F.shape[1] < n: self.F = np.empty((len(self.feats), n))
         F = self.F[:, :n]   # one row per feature: contiguous writes, checks in bulk
         miss, bad = np.zeros(F.shape, bool), np.zeros(F.shape, bool)
-        for j, c in enumerate(self.feats):
-            F[j], m, b = _as_numbers(chunk.column(c))
+        def parse(j):
+            F[j], m, b = _as_numbers(chunk.column(self.feats[j]))
             if m.any(): miss[j] = m
             if b.any(): bad[j] = b
+        if n * len(self.feats) < 1 << 20: list(map(parse, range(len(self.feats))))
+        else:   # Arrow's text-to-number casts release the GIL: two threads parse the columns of a large chunk
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(2, thread_name_prefix='mlwb-parse') as ex:
+                list(ex.map(parse, range(len(self.feats))))
         lo, hi = s.min_value, s.max_value
-        ok = F >= lo if lo > -np.inf else np.isfinite(F)   # in bulk, two passes: NaN compares False
-        if hi < np.inf: ok &= F <= hi
-        elif lo > -np.inf: ok &= F < np.inf
-        for i in np.flatnonzero(~ok.all(axis=0)):   # the few rows with a problem, their columns in order
-            for j in np.flatnonzero(~ok[:, i]):
+        def ok(a):   # finite and in [lo, hi]; NaN compares False
+            good = a >= lo if lo > -np.inf else np.isfinite(a)
+            if hi < np.inf: good &= a <= hi
+            elif lo > -np.inf: good &= a < np.inf
+            return good
+        # in bulk, one pass per bound: a row is fine when its smallest and largest values are (NaN propagates)
+        bad_row = ~(ok(F.min(axis=0)) & ok(F.max(axis=0))) if n else np.zeros(0, bool)
+        for i in np.flatnonzero(bad_row):   # the few rows with a problem, their columns in order
+            for j in np.flatnonzero(~ok(F[:, i])):
                 c = self.feats[j]
                 if miss[j, i]: r = 'missing value'
                 elif bad[j, i]: r = f'not a number: {str(chunk.column(c)[int(i)].as_py())[:40]!r}'
@@ -526,6 +563,41 @@ def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
         raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} "
                             f"in {len(clean)} valid rows; a classifier needs at least 2")
 
+def _read_ahead(it, # an iterator (of chunks)
+                depth:int=1, # items read ahead of the consumer (each is one chunk: memory stays bounded)
+                wait:float=600, # seconds to wait for the next item before giving up with a message
+               ):
+    "Iterate `it` in a background thread, `depth` items ahead, so that Arrow parses while the caller validates."
+    import queue, threading
+    q, stop, end = queue.Queue(depth), threading.Event(), object()
+    def put(item):
+        while not stop.is_set():
+            try: return q.put(item, timeout=0.1)
+            except queue.Full: pass
+    def work():
+        err = None
+        try:
+            for x in it:
+                put((x, None))
+                if stop.is_set(): break
+        except BaseException as e: err = e
+        finally:
+            if hasattr(it, 'close'): it.close()
+        put((end, err))
+    t = threading.Thread(target=work, name='mlwb-read-ahead', daemon=True)
+    t.start()
+    try:
+        while True:
+            try: x, err = q.get(timeout=wait)
+            except queue.Empty: raise TimeoutError(f"reading the next chunk took more than {wait:.0f}s") from None
+            if x is end:
+                if err is not None: raise err
+                return
+            yield x
+    finally:
+        stop.set()
+        t.join(timeout=wait)
+
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
                   schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
                   root:str|Path='.', # project root for relative paths
@@ -550,6 +622,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
         path = Path(source) if Path(source).is_absolute() else Path(root)/source
         name = source
         feats, cols, est, chunks = (opener or open_chunks)(path, schema, delimiter, chunk_rows, name)
+        chunks = _read_ahead(chunks)
     v = RowValidator(schema, feats, name, int(est * 1.2) + 1024)
     shown = []
     def run(out):
@@ -614,6 +687,8 @@ def split_positions(labels:np.ndarray, # the label of each clean row
     except ValueError as e:
         raise ValueError(f"cannot split {len(labels)} rows of {len(counts)} classes with test_size={test_size}, "
                          f"val_size={val_size}: {e}") from None
+    if len(ids) < 2 or (ids.dtype.kind in 'iuf' and (np.diff(ids) > 0).all()):   # ids ascend: id order is row order
+        return {k: np.sort(v) for k, v in zip(SPLITS, (train, val, test))}
     return {k: v[np.argsort(ids[v], kind='stable')] for k, v in zip(SPLITS, (train, val, test))}
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
@@ -680,21 +755,28 @@ def save_split(clean:pd.DataFrame, # the clean rows
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
+    def write(name) -> list: # the row hashes of each part of split `name`, in order
+        pos, hashes, writer = positions[name], [], None
+        try:
+            for i in range(0, max(len(pos), 1), chunk_rows):
+                part = clean.take(pos[i:i + chunk_rows]).reset_index(drop=True)
+                hashes.append(pd.util.hash_pandas_object(part, index=False).to_numpy())
+                table = pa.Table.from_pandas(part, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp/f'{name}.parquet', table.schema)
+                writer.write_table(table)
+        finally:
+            if writer: writer.close()
+        return hashes
     h = hashlib.sha256()
     try:
-        for name in sorted(positions):
-            pos = positions[name]
-            h.update(_hash_header(name, clean.iloc[:0], len(pos)))
-            writer = None
-            try:
-                for i in range(0, max(len(pos), 1), chunk_rows):
-                    part = clean.take(pos[i:i + chunk_rows]).reset_index(drop=True)
-                    h.update(pd.util.hash_pandas_object(part, index=False).to_numpy().tobytes())
-                    table = pa.Table.from_pandas(part, preserve_index=False)
-                    writer = writer or pq.ParquetWriter(tmp/f'{name}.parquet', table.schema)
-                    writer.write_table(table)
-            finally:
-                if writer: writer.close()
+        from concurrent.futures import ThreadPoolExecutor
+        # the largest split in one thread, the others in a second: Parquet encoding, take and hashing release the GIL
+        names = sorted(positions, key=lambda k: -len(positions[k]))
+        with ThreadPoolExecutor(2, thread_name_prefix='mlwb-save') as ex:
+            hashes = dict(zip(names, ex.map(write, names)))
+        for name in sorted(positions):   # the fingerprint hashes the splits in name order, as `fingerprint` does
+            h.update(_hash_header(name, clean.iloc[:0], len(positions[name])))
+            for a in hashes[name]: h.update(a.tobytes())
         meta = _meta(meta, h.hexdigest(), {k: len(v) for k, v in positions.items()}, list(clean.columns))
         write_json(tmp/'meta.json', meta)
         replace_dir(tmp, out_dir)
