@@ -14,7 +14,7 @@ import codecs, csv, hashlib, io, os, re, shutil, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import atomic_write, write_json, read_json
+from .config import atomic_write, write_json, read_json, temp_prefix
 
 # %% ../nbs/01_data.ipynb #fbfbcbda
 class DataFileError(ValueError):
@@ -734,7 +734,7 @@ def save_prepared(splits:dict, # split name -> frame
                  ) -> dict: # the metadata written
     "Write each split as Parquet plus `meta.json`, atomically as a folder."
     out_dir = Path(out_dir); out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=temp_prefix(out_dir.name)))
     try:
         for k, v in splits.items(): v.to_parquet(tmp/f'{k}.parquet', index=False)
         columns = list(next(iter(splits.values())).columns)
@@ -754,7 +754,7 @@ def save_split(clean:pd.DataFrame, # the clean rows
     import pyarrow as pa, pyarrow.parquet as pq
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f'.tmp-{out_dir.name}-'))
+    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=temp_prefix(out_dir.name)))
     def write(name) -> list: # the row hashes of each part of split `name`, in order
         pos, hashes, writer = positions[name], [], None
         try:
