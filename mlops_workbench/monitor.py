@@ -19,7 +19,7 @@ def neighbour_distances(model, X:np.ndarray, # raw features
                         k:int=5, # neighbours
                         ids:list|None=None, # the examples' own ids, skipped among the hits
                         batch_size:int=1024) -> np.ndarray:
-    "Mean L2 distance of each row's embedding to its `k` nearest training examples in Milvus."
+    "Mean squared L2 distance (Milvus's L2 metric) of each row's embedding to its `k` nearest training examples in Milvus."
     from mlops_workbench.train import embed
     from mlops_workbench import vectors
     E = embed(model, X, batch_size)
@@ -89,7 +89,7 @@ def drift_figure(rep:dict, # from `check_batch`
     ax[2].hist(ref['calib'], bins=30, density=True, alpha=.5, label='held-out (calibration)')
     ax[2].hist(rep['embedding']['distances'], bins=30, density=True, alpha=.5, label='batch')
     ax[2].axvline(e['calib_p95'], color='k', ls='--', lw=1, label='calibration p95')
-    ax[2].set(title=f"neighbour distance (KS p={e['p_value']:.1e})", xlabel='mean L2 distance to k nearest training examples'); ax[2].legend(fontsize=7)
+    ax[2].set(title=f"neighbour distance (KS p={e['p_value']:.1e})", xlabel='mean squared L2 distance to k nearest training examples'); ax[2].legend(fontsize=7)
     w = 0.4; x = np.arange(len(ref['classes']))
     ax[3].bar(x - w/2, rep['predictions']['ref_share'], w, label='training'); ax[3].bar(x + w/2, rep['predictions']['batch_share'], w, label='batch')
     ax[3].set(xticks=x, xticklabels=ref['classes'], title=f"predicted classes (chi² p={rep['predictions']['p_value']:.1e})"); ax[3].legend(fontsize=7)
