@@ -6,7 +6,8 @@
 __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_metrics', 'cmd_search', 'cmd_milvus_server',
            'cmd_ui', 'cmd_promote', 'cmd_rollback', 'cmd_history', 'cmd_card', 'cmd_simulate', 'cmd_monitor',
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
-           'add_doctor_command', 'build_parser', 'main']
+           'add_doctor_command', 'cmd_serve', 'cmd_served_batch', 'cmd_shadow', 'cmd_predict', 'add_serve_commands',
+           'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -313,6 +314,58 @@ def add_doctor_command(add):
     s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
     s.add_argument('--json', action='store_true', help='print JSON')
 
+# %% ../nbs/90_cli.ipynb #a7c1e002
+def cmd_serve(args):
+    "Serve the champion on Ray Serve (127.0.0.1): POST /predict, GET /healthz /readyz /version; it follows the alias."
+    from mlops_workbench.serve import serve_settings, serve_forever, stop_server
+    cfg = load_config()
+    if args.stop: print(stop_server(cfg)); return 0
+    env = {**os.environ, **({'MLWB_SERVE_PORT': str(args.port)} if args.port else {})}
+    return serve_forever(cfg, serve_settings(cfg, env))
+
+def cmd_served_batch(args):
+    "Turn the prediction log's rows that no batch holds yet into the next batch in data/batches/ (for `mlwb monitor`)."
+    from mlops_workbench.serve import log_to_batch
+    cfg = load_config(); p = log_to_batch(cfg)
+    print(f"wrote {p.relative_to(cfg.root)}" if p else "no new rows in the prediction log (data/predictions/)"); return 0
+
+def cmd_shadow(args):
+    "Compare champion and shadow challenger on served traffic with the gate's statistics; --gate promotes on a pass only."
+    from mlops_workbench.serve import shadow_report, format_shadow
+    cfg = load_config(); rep = shadow_report(cfg)
+    d = rep['decision']
+    if args.gate and d and d['passed']:
+        from mlops_workbench.registry import promote
+        rep['promoted'] = bool(_warned(promote, rep['challenger'], f"live shadow gate passed: {d['reasons'][0]}", None, 'gate'))
+    if args.json: print(json.dumps(rep, indent=2, default=str)); return 0
+    print(format_shadow(rep))
+    if args.gate: print(f"v{rep['challenger']} promoted to champion" if rep.get('promoted') else
+                        f"v{rep['challenger']} not promoted (the live gate did not pass)")
+    return 0
+
+def cmd_predict(args):
+    "Predict every row of a CSV/Parquet file with a registered version; invalid rows go to a quarantine file."
+    from mlops_workbench.serve import predict_file
+    r = predict_file(args.file, load_config(), args.version, args.alias or 'champion', args.out)
+    print(f"v{r['version']}: {r['predicted']} of {r['rows']} rows predicted -> {r['predictions']}"
+          + (f"; {r['rejected_rows']} rejected -> {r['rejected']}" if r['rejected'] else '')); return 0
+
+def add_serve_commands(add):
+    "Register `mlwb serve` on the parser."
+    s = add('serve', cmd_serve, 'serve the champion over HTTP on Ray Serve (swapped in place when the champion moves)')
+    s.add_argument('--port', type=int, help='port on 127.0.0.1 (default: MLWB_SERVE_PORT, serve.port, else 8000)')
+    s.add_argument('--stop', action='store_true', help='stop the server that `mlwb serve` started in this project')
+    add('served-batch', cmd_served_batch, 'turn the prediction log of `mlwb serve` into a batch for `mlwb monitor`')
+    s = add('shadow', cmd_shadow, 'compare the champion with the shadow challenger on served traffic (gate statistics)')
+    s.add_argument('--gate', action='store_true', help='promote the challenger if it passes the gate on live traffic')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s = add('predict', cmd_predict, 'predict every row of a CSV/Parquet file (stamped; invalid rows quarantined)')
+    s.add_argument('file', type=Path, help='CSV or Parquet file with the feature columns')
+    v = s.add_mutually_exclusive_group()
+    v.add_argument('--version', type=int, help='model version (default: the champion)')
+    v.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='use the version holding this role')
+    s.add_argument('--out', type=Path, help='predictions file (default: FILE.predictions.parquet)')
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -353,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--host', default='127.0.0.1'); s.add_argument('--port', type=int, default=5000)
     add_ops_commands(add)
     add_doctor_command(add)
+    add_serve_commands(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
@@ -360,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRAS = dict(torch='train', ray='train', optuna='train',
               mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
               jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
-              onnxruntime='edge', cryptography='edge')
+              fastapi='serve', onnxruntime='edge', cryptography='edge')
 
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."
