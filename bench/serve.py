@@ -1,7 +1,8 @@
-"""Serving throughput and latency: `mlwb serve` (Ray Serve) against `mlflow models serve` of the same registered version,
-same machine, same async client, single-row and 64-row requests; optionally with the shadow challenger on.
+"""Serving throughput and latency: `mlwb serve` (Ray Serve) against `mlflow models serve` of the same registered
+version, same machine, same async client, single-row and 64-row requests; also with the shadow challenger on.
 
-Run in a project where the pipeline has run (`make run`):  .venv/bin/python bench/serve.py [--seconds 15] [--concurrency 8]
+Run in a project where the pipeline has run (`make run`):
+    .venv/bin/python bench/serve.py [--seconds 15] [--concurrency 8] [--root PROJECT]
 Writes bench/results/serve.json and prints a Markdown table."""
 import argparse, asyncio, json, os, signal, socket, subprocess, sys, time
 from pathlib import Path
@@ -60,7 +61,8 @@ def main():
     env = {**os.environ, 'PYTHONPATH': str(root), 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
     out, procs = dict(version=v, seconds=a.seconds, concurrency=a.concurrency, runs={}), []
     def start(name, cmd, probe):
-        p = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
         procs.append(p)
         print(f"{name}: ready in {wait_http(probe, p):.1f} s", flush=True)
         return p
@@ -73,19 +75,23 @@ def main():
         bodies = {'mlflow': {1: json.dumps({'inputs': X[:1]}), 64: json.dumps({'inputs': X})},
                   'mlwb': {1: json.dumps({'rows': X[:1]}), 64: json.dumps({'rows': X})}}
         pm = free_port()
-        p = start('mlflow models serve', [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{cfg.model_name}/{v}',
-                  '--env-manager', 'local', '--host', '127.0.0.1', '-p', str(pm), '--workers', '1'], f'http://127.0.0.1:{pm}/ping')
+        cmd = [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{cfg.model_name}/{v}',
+               '--env-manager', 'local', '--host', '127.0.0.1', '-p', str(pm), '--workers', '1']
+        p = start('mlflow models serve', cmd, f'http://127.0.0.1:{pm}/ping')
         for n in (1, 64):
-            out['runs'][f'mlflow_{n}'] = asyncio.run(drive(f'http://127.0.0.1:{pm}/invocations', bodies['mlflow'][n].encode(), a.seconds, a.concurrency))
+            body = bodies['mlflow'][n].encode()
+            out['runs'][f'mlflow_{n}'] = asyncio.run(drive(f'http://127.0.0.1:{pm}/invocations', body, a.seconds,
+                                                           a.concurrency))
         stop(p)
-        for shadow in ([False] if a.no_shadow or 'challenger' not in roles or roles['challenger'] == v else [False, True]):
+        no_shadow = a.no_shadow or roles.get('challenger', v) == v
+        for shadow in ([False] if no_shadow else [False, True]):
             from mlops_workbench.registry import move_alias
             saved = roles.get('challenger')
             if not shadow and saved is not None and saved != v:   # champion only: no challenger in the shadow
                 move_alias('challenger', None, 'bench/serve.py: champion-only run', cfg=cfg)
             ps = free_port(); env['MLWB_SERVE_PORT'] = str(ps)
-            p = start(f"mlwb serve{' + shadow' if shadow else ''}", [sys.executable, '-c',
-                      'import sys; from mlops_workbench.cli import main; sys.exit(main(["serve"]))'], f'http://127.0.0.1:{ps}/readyz')
+            cmd = [sys.executable, '-c', 'import sys; from mlops_workbench.cli import main; sys.exit(main(["serve"]))']
+            p = start(f"mlwb serve{' + shadow' if shadow else ''}", cmd, f'http://127.0.0.1:{ps}/readyz')
             for n in (1, 64):
                 out['runs'][f"mlwb{'_shadow' if shadow else ''}_{n}"] = asyncio.run(
                     drive(f'http://127.0.0.1:{ps}/predict', bodies['mlwb'][n].encode(), a.seconds, a.concurrency))
@@ -98,13 +104,15 @@ def main():
     r = out['runs']
     print(f"\n| server | rows/request | req/s | p50 ms | p99 ms | errors |\n|---|---:|---:|---:|---:|---:|")
     for k, x in r.items():
-        print(f"| {k.rsplit('_', 1)[0]} | {k.rsplit('_', 1)[1]} | {x['rps']:.1f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} |")
+        name, n = k.rsplit('_', 1)
+        print(f"| {name} | {n} | {x['rps']:.1f} | {x['p50_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} |")
     for n in (1, 64):
         if f'mlwb_{n}' in r and f'mlflow_{n}' in r:
             print(f"{n} row(s): throughput {r[f'mlwb_{n}']['rps'] / r[f'mlflow_{n}']['rps']:.2f}x mlflow, "
                   f"p99 {r[f'mlwb_{n}']['p99_ms'] / r[f'mlflow_{n}']['p99_ms']:.2f}x")
         if f'mlwb_shadow_{n}' in r:
-            print(f"{n} row(s) with the shadow: {r[f'mlwb_shadow_{n}']['rps'] / r[f'mlwb_{n}']['rps']:.2f}x champion-only throughput")
+            ratio = r[f'mlwb_shadow_{n}']['rps'] / r[f'mlwb_{n}']['rps']
+            print(f"{n} row(s) with the shadow: {ratio:.2f}x champion-only throughput")
     res = Path(__file__).resolve().parent/'results'
     res.mkdir(exist_ok=True)
     (res/'serve.json').write_text(json.dumps(out, indent=2))

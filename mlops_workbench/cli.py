@@ -327,16 +327,18 @@ def cmd_served_batch(args):
     "Turn the prediction log's rows that no batch holds yet into the next batch in data/batches/ (for `mlwb monitor`)."
     from mlops_workbench.serve import log_to_batch
     cfg = load_config(); p = log_to_batch(cfg)
-    print(f"wrote {p.relative_to(cfg.root)}" if p else "no new rows in the prediction log (data/predictions/)"); return 0
+    print(f"wrote {p.relative_to(cfg.root)}" if p else "no new rows in the prediction log (data/predictions/)")
+    return 0
 
 def cmd_shadow(args):
-    "Compare champion and shadow challenger on served traffic with the gate's statistics; --gate promotes on a pass only."
+    "Compare champion and shadow challenger on served traffic (gate statistics); --gate promotes on a pass only."
     from mlops_workbench.serve import shadow_report, format_shadow
     cfg = load_config(); rep = shadow_report(cfg)
     d = rep['decision']
     if args.gate and d and d['passed']:
         from mlops_workbench.registry import promote
-        rep['promoted'] = bool(_warned(promote, rep['challenger'], f"live shadow gate passed: {d['reasons'][0]}", None, 'gate'))
+        why = f"live shadow gate passed: {d['reasons'][0]}"
+        rep['promoted'] = bool(_warned(promote, rep['challenger'], why, None, 'gate'))
     if args.json: print(json.dumps(rep, indent=2, default=str)); return 0
     print(format_shadow(rep))
     if args.gate: print(f"v{rep['challenger']} promoted to champion" if rep.get('promoted') else

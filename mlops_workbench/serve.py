@@ -7,12 +7,12 @@ __all__ = ['SERVE_DEFAULTS', 'BATCH_KEYS', 'LOG_DIR', 'STREAMS', 'serve_settings
            'Loaded', 'load_version', 'predict_file', 'PredictionLog', 'read_log', 'log_to_batch', 'shadow_report',
            'format_shadow', 'make_app', 'state_file', 'port_free', 'preflight', 'serve_forever', 'stop_server']
 
-# %% ../nbs/18_serve.ipynb #b9cabbc2
+# %% ../nbs/18_serve.ipynb #1ff22346
 import asyncio, contextlib, json, math, os, signal, socket, threading, time, uuid
 from pathlib import Path
 from .config import Config, load_config, read_json, write_json
 
-# %% ../nbs/18_serve.ipynb #0b0b9048
+# %% ../nbs/18_serve.ipynb #9409973d
 SERVE_DEFAULTS = dict(port=8000, # HTTP port on 127.0.0.1
                       max_body_bytes=1 << 20, # a larger request body gets 413 before it is read
                       max_rows=10_000, # rows per request
@@ -34,17 +34,19 @@ def serve_settings(cfg:Config, # workbench config (its params hold the optional 
     given = cfg.params.get('serve') or {}
     if not isinstance(given, dict): raise ValueError("params.yaml: 'serve:' must be a mapping of settings to values")
     unknown = sorted(set(given) - set(SERVE_DEFAULTS))
-    if unknown: raise ValueError(f"params.yaml: serve.{unknown[0]} is not a serving setting ({', '.join(SERVE_DEFAULTS)})")
+    if unknown:
+        raise ValueError(f"params.yaml: serve.{unknown[0]} is not a serving setting ({', '.join(SERVE_DEFAULTS)})")
     out = {**SERVE_DEFAULTS, **given}
     if env.get('MLWB_SERVE_PORT'): out['port'] = env['MLWB_SERVE_PORT']
     for k, d in SERVE_DEFAULTS.items():
         try: out[k] = type(d)(out[k]) if not isinstance(out[k], bool) else None
         except (TypeError, ValueError): out[k] = None
         if out[k] is None or out[k] <= 0 or (k == 'port' and out[k] > 65535):
-            raise ValueError(f"serve.{k} must be a positive {type(d).__name__}" + (' up to 65535' if k == 'port' else ''))
+            up = ' up to 65535' if k == 'port' else ''
+            raise ValueError(f"serve.{k} must be a positive {type(d).__name__}{up}")
     return out
 
-# %% ../nbs/18_serve.ipynb #a37c4a5e
+# %% ../nbs/18_serve.ipynb #704ca621
 class BadRequest(ValueError):
     "A request the server refuses: `status` is its HTTP status code, the message names the field, never a value."
     def __init__(self, status:int, message:str):
@@ -58,7 +60,8 @@ def _field(name) -> str:
 def _number(v, where:str) -> float:
     "A JSON value as a finite float, or `BadRequest` naming `where`."
     if isinstance(v, bool) or not isinstance(v, (int, float)):
-        raise BadRequest(400, f"{where}: expected a number, got {'a boolean' if isinstance(v, bool) else type(v).__name__}")
+        got = 'a boolean' if isinstance(v, bool) else type(v).__name__
+        raise BadRequest(400, f"{where}: expected a number, got {got}")
     f = float(v)
     if not math.isfinite(f): raise BadRequest(400, f"{where}: not a finite number (NaN and infinity are refused)")
     return f
@@ -100,34 +103,39 @@ def parse_rows(body:bytes, # the request body
     vals = [_row_values(r, 'row' if single else f"rows[{i}]", features) for i, r in enumerate(rows)]
     return np.asarray(vals, dtype='float32'), single
 
-# %% ../nbs/18_serve.ipynb #ec09e531
+# %% ../nbs/18_serve.ipynb #f39f5abe
 def parse_feedback(body:bytes, # the request body
                    classes:list, # the model's class labels (as strings)
                   ) -> dict: # {'request_id': id, row: label, ...}
     "The labels of a feedback request, validated; anything wrong raises `BadRequest` naming the field."
     try: doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError): raise BadRequest(400, "malformed JSON body") from None
-    if not isinstance(doc, dict): raise BadRequest(400, "expected a JSON object {request_id, label} or {request_id, labels}")
+    if not isinstance(doc, dict):
+        raise BadRequest(400, "expected a JSON object {request_id, label} or {request_id, labels}")
     rid = doc.get('request_id')
     if not (isinstance(rid, str) and len(rid) == 32 and all(ch in '0123456789abcdef' for ch in rid)):
         raise BadRequest(400, "request_id: expected the 32-hex-digit id of an answered request")
     extra = set(doc) - {'request_id', 'label', 'labels', 'row'}
     if extra: raise BadRequest(400, f"unknown field {_field(sorted(extra)[0])}")
-    if ('label' in doc) == ('labels' in doc): raise BadRequest(400, "give either label (one row) or labels (one per row)")
+    if ('label' in doc) == ('labels' in doc):
+        raise BadRequest(400, "give either label (one row) or labels (one per row)")
     if 'label' in doc:
         row = doc.get('row', 0)
-        if isinstance(row, bool) or not isinstance(row, int) or row < 0: raise BadRequest(400, "row: expected a row number")
+        if isinstance(row, bool) or not isinstance(row, int) or row < 0:
+            raise BadRequest(400, "row: expected a row number")
         labels = {row: doc['label']}
     else:
-        if not isinstance(doc['labels'], list) or not doc['labels']: raise BadRequest(400, "labels: expected a list of labels")
+        if not isinstance(doc['labels'], list) or not doc['labels']:
+            raise BadRequest(400, "labels: expected a list of labels")
         labels = dict(enumerate(doc['labels']))
     known = set(map(str, classes))
     for r, l in labels.items():
         if isinstance(l, (dict, list, bool)) or l is None or str(l) not in known:
-            raise BadRequest(400, f"{'label' if 'label' in doc else f'labels[{r}]'}: not one of the model's {len(known)} classes")
+            where = 'label' if 'label' in doc else f'labels[{r}]'
+            raise BadRequest(400, f"{where}: not one of the model's {len(known)} classes")
     return {'request_id': rid, **{r: str(l) for r, l in labels.items()}}
 
-# %% ../nbs/18_serve.ipynb #1f0982ca
+# %% ../nbs/18_serve.ipynb #b0d8eff8
 class Loaded:
     "A registered version loaded for serving, with its lineage and a count of the requests it is answering."
     def __init__(self, version:int, model, run_id:str, fingerprint:str|None, features:list, classes:list):
@@ -142,8 +150,8 @@ class Loaded:
         "Per row: the class and the probability of each class."
         from mlops_workbench.train import predict_proba
         P = predict_proba(self.model, X)
-        return [{'class': self.classes[int(p.argmax())], 'probabilities': dict(zip(self.classes, map(float, p.round(6))))}
-                for p in P]
+        return [{'class': self.classes[int(p.argmax())],
+                 'probabilities': dict(zip(self.classes, map(float, p.round(6))))} for p in P]
 
 def load_version(version:int, # a registered version
                  cfg:Config, # workbench config
@@ -153,11 +161,13 @@ def load_version(version:int, # a registered version
     from mlops_workbench.registry import verify_version, RegistryError, TAG_WEIGHTS
     from mlops_workbench.tracking import load_torch_model, weights_sha256, get_client, TAG_DATA
     probs = verify_version(version, cfg)
-    if probs: raise RegistryError(f"{cfg.model_name} version {version} {'; '.join(probs)}: not served (see `mlwb doctor`)")
+    if probs:
+        raise RegistryError(f"{cfg.model_name} version {version} {'; '.join(probs)}: not served (see `mlwb doctor`)")
     model = load_torch_model(version, cfg)
     c = get_client(cfg); mv = c.get_model_version(cfg.model_name, str(version))
     if mv.tags.get(TAG_WEIGHTS) and weights_sha256(model) != mv.tags[TAG_WEIGHTS]:
-        raise RegistryError(f"{cfg.model_name} version {version} loads weights that differ from the recorded ones: not served")
+        raise RegistryError(f"{cfg.model_name} version {version} loads weights that differ from the recorded ones: "
+                            "not served")
     meta = read_json(cfg.path('data', 'prepared', 'meta.json'))
     width = int(model.norm.mean.numel())
     if len(meta['features']) != width:
@@ -168,7 +178,7 @@ def load_version(version:int, # a registered version
     out.predict(np.zeros((1, width), dtype='float32'))   # warm-up: it answers before it is switched in
     return out
 
-# %% ../nbs/18_serve.ipynb #c803d9d9
+# %% ../nbs/18_serve.ipynb #66643b62
 def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the model's feature columns
                  cfg:Config|None=None, # workbench config
                  version:int|None=None, # a version number (default: the one holding `alias`)
@@ -189,8 +199,10 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
     m = load_version(int(version), cfg)
     df = read_table(path)
     missing = [f for f in m.features if f not in df.columns]
-    if missing: raise DataFileError(f"{path}: missing feature column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    num = df[m.features].apply(lambda c: pd.to_numeric(c.astype(str).str.strip() if c.dtype == object else c, errors='coerce'))
+    if missing:
+        raise DataFileError(f"{path}: missing feature column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+    def numbers(c): return pd.to_numeric(c.astype(str).str.strip() if c.dtype == object else c, errors='coerce')
+    num = df[m.features].apply(numbers)
     bad = ~np.isfinite(num.to_numpy(dtype='float64'))
     rej = [dict(_file=path.name, _row=int(i) + 1, _column=m.features[j], _reason='missing, not a number or not finite')
            for i, j in zip(*np.nonzero(bad))]
@@ -212,7 +224,7 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
     return dict(predictions=out, rejected=qp if rej else None, rows=int(len(df)), predicted=int(ok.sum()),
                 rejected_rows=int((~ok).sum()), version=m.version)
 
-# %% ../nbs/18_serve.ipynb #5d8d23ce
+# %% ../nbs/18_serve.ipynb #9eba37b3
 LOG_DIR = ('data', 'predictions')
 STREAMS = ('seg', 'shadow', 'feedback')   # answers with inputs, challenger answers, late labels
 
@@ -223,7 +235,8 @@ class PredictionLog:
                  flush_s:float=2.0, # write at least this often (when there are rows)
                  segment_rows:int=50_000, # ... or when this many rows wait
                 ):
-        self.folder, self.features, self.flush_s, self.segment_rows = Path(folder), list(features), flush_s, segment_rows
+        self.folder, self.features = Path(folder), list(features)
+        self.flush_s, self.segment_rows = flush_s, segment_rows
         self._rows, self._lock, self._n, self._stop = {k: [] for k in STREAMS}, threading.Lock(), 0, threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name='mlwb-prediction-log')
@@ -238,17 +251,20 @@ class PredictionLog:
     def add(self, request_id:str, loaded, X, preds:list):
         "Queue the rows of one answered request (the champion's answer and the input features)."
         now = time.time()
-        self._put('seg', [(request_id, i, now, loaded.version, loaded.run_id, p['class'], x) for i, (x, p) in enumerate(zip(X, preds))])
+        self._put('seg', [(request_id, i, now, loaded.version, loaded.run_id, p['class'], x)
+                          for i, (x, p) in enumerate(zip(X, preds))])
 
     def add_shadow(self, request_id:str, loaded, preds:list):
         "Queue the challenger's answers to one request (scored in the shadow)."
         self._put('shadow', [dict(request_id=request_id, row=i, challenger_version=loaded.version,
-                                  challenger_run_id=loaded.run_id, challenger_prediction=p['class']) for i, p in enumerate(preds)])
+                                  challenger_run_id=loaded.run_id, challenger_prediction=p['class'])
+                             for i, p in enumerate(preds)])
 
     def add_feedback(self, request_id:str, labels:dict):
         "Queue true labels that arrived later: row -> label."
         now = time.time()
-        self._put('feedback', [dict(request_id=request_id, row=int(r), label=str(l), feedback_time=now) for r, l in labels.items()])
+        self._put('feedback', [dict(request_id=request_id, row=int(r), label=str(l), feedback_time=now)
+                               for r, l in labels.items()])
 
     def _run(self):
         while not self._stop.is_set():
@@ -258,7 +274,8 @@ class PredictionLog:
     def _frame(self, kind:str, rows:list):
         import pandas as pd
         if kind != 'seg': return pd.DataFrame(rows)
-        df = pd.DataFrame([r[:6] for r in rows], columns=['request_id', 'row', 'time', 'model_version', 'run_id', 'prediction'])
+        cols = ['request_id', 'row', 'time', 'model_version', 'run_id', 'prediction']
+        df = pd.DataFrame([r[:6] for r in rows], columns=cols)
         df['time'] = pd.to_datetime(df['time'], unit='s', utc=True)
         return pd.concat([df, pd.DataFrame([r[6] for r in rows], columns=self.features)], axis=1)
 
@@ -270,7 +287,8 @@ class PredictionLog:
         for kind, rows in waiting.items():
             if not rows: continue
             self._n += 1
-            p = self.folder/f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{self._n:06d}.parquet"
+            when = time.strftime('%Y%m%dT%H%M%S', time.gmtime())
+            p = self.folder/f"{kind}-{when}-{os.getpid()}-{self._n:06d}.parquet"
             with atomic_write(p, 'wb', None) as f: self._frame(kind, rows).to_parquet(f, index=False)
             out.append(p)
         return out
@@ -288,7 +306,7 @@ def read_log(folder:str|Path, # the log's folder
     segs = sorted(Path(folder).glob(f'{kind}-*.parquet'))
     return pd.concat([pd.read_parquet(p) for p in segs], ignore_index=True) if segs else pd.DataFrame()
 
-# %% ../nbs/18_serve.ipynb #653f0351
+# %% ../nbs/18_serve.ipynb #4b8e5704
 def log_to_batch(cfg:Config|None=None, # workbench config
                 ) -> Path|None: # the batch written, None when the log has no new rows
     "Write the prediction log's segments that no batch holds yet as the next batch in `data/batches/`."
@@ -298,24 +316,27 @@ def log_to_batch(cfg:Config|None=None, # workbench config
     from mlops_workbench.config import atomic_write
     cfg = cfg or load_config(); bdir = cfg.path('data', 'batches')
     have = list_batches(bdir)
-    taken = {s for b in have if b.with_suffix('.json').exists() for s in read_json(b.with_suffix('.json')).get('segments', [])}
+    sides = [b.with_suffix('.json') for b in have if b.with_suffix('.json').exists()]
+    taken = {s for side in sides for s in read_json(side).get('segments', [])}
     segs = [p for p in sorted(cfg.path(*LOG_DIR).glob('seg-*.parquet')) if p.name not in taken]
     if not segs: return None
     df = pd.concat([pd.read_parquet(p) for p in segs], ignore_index=True)
     meta = read_json(cfg.path('data', 'prepared', 'meta.json'))
-    out = pd.concat([pd.DataFrame({'id': df['request_id'] + '-' + df['row'].astype(str)}), df[meta['features']]], axis=1)
+    ids = pd.DataFrame({'id': df['request_id'] + '-' + df['row'].astype(str)})
+    out = pd.concat([ids, df[meta['features']]], axis=1)
     n = int(BATCH_RE.match(have[-1].stem).group(1)) + 1 if have else 1
     name = f'b{n:04d}-served'
     with atomic_write(bdir/f'{name}.parquet', 'wb', None) as f: out.to_parquet(f, index=False)
-    write_json(bdir/f'{name}.json', dict(name=name, scenario='served', size=len(out), labelled=False, segments=[p.name for p in segs],
+    write_json(bdir/f'{name}.json', dict(name=name, scenario='served', size=len(out), labelled=False,
+               segments=[p.name for p in segs],
                versions=sorted(int(v) for v in df['model_version'].unique()),
                created=datetime.now(timezone.utc).isoformat(timespec='seconds')))
     return bdir/f'{name}.parquet'
 
-# %% ../nbs/18_serve.ipynb #26ea1885
+# %% ../nbs/18_serve.ipynb #f6adf443
 def shadow_report(cfg:Config|None=None, # workbench config
                  ) -> dict: # versions, counts, agreement and (with labels) the gate's decision on live traffic
-    "Compare the champion and the shadow challenger on the served traffic, with the gate's statistics where labels exist."
+    "Compare champion and shadow challenger on served traffic, with the gate's statistics where labels exist."
     import numpy as np
     from mlops_workbench.registry import aliases, CHAMPION, CHALLENGER
     from mlops_workbench.gate import gate_decision
@@ -327,19 +348,21 @@ def shadow_report(cfg:Config|None=None, # workbench config
     if seg.empty or sh.empty: return out
     seg = seg[seg['model_version'] == a]
     out['answered'] = int(len(seg))
-    j = seg[['request_id', 'row', 'prediction']].merge(sh[sh['challenger_version'] == b][['request_id', 'row', 'challenger_prediction']],
-                                                      on=['request_id', 'row'])
+    keys = ['request_id', 'row']
+    shadow = sh[sh['challenger_version'] == b][keys + ['challenger_prediction']]
+    j = seg[keys + ['prediction']].merge(shadow, on=keys)
     out['shadowed'] = int(len(j))
     if j.empty: return out
     out['agreement'] = float((j['prediction'] == j['challenger_prediction']).mean())
     if fb.empty: return out
-    j = j.merge(fb.drop_duplicates(['request_id', 'row'], keep='last')[['request_id', 'row', 'label']], on=['request_id', 'row'])
+    j = j.merge(fb.drop_duplicates(keys, keep='last')[keys + ['label']], on=keys)
     out['labelled'] = int(len(j))
     if j.empty: return out
     classes = [str(c) for c in read_json(cfg.path('data', 'prepared', 'meta.json'))['classes']]
     ix = {c: i for i, c in enumerate(classes)}
     y, pa, pb = (j[c].astype(str).map(ix).to_numpy() for c in ('label', 'prediction', 'challenger_prediction'))
-    g = {k: v for k, v in (cfg.params.get('gate') or {}).items() if k in ('metric', 'margin', 'per_class_tolerance', 'ci', 'n_boot', 'seed')}
+    use = ('metric', 'margin', 'per_class_tolerance', 'ci', 'n_boot', 'seed')
+    g = {k: v for k, v in (cfg.params.get('gate') or {}).items() if k in use}
     out['decision'] = gate_decision(y, pa, pb, classes, **g)
     return out
 
@@ -350,13 +373,14 @@ def format_shadow(rep:dict) -> str:
     if rep['agreement'] is not None: lines.append(f"agreement: {rep['agreement']:.3f}")
     d = rep['decision']
     if d:
-        lines.append(f"{d['metric']}: champion {d['champion']:.4f}, challenger {d['challenger']:.4f}, difference {d['delta']:+.4f} "
-                     f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], McNemar p = {d['mcnemar_p']:.3g}")
+        lines.append(f"{d['metric']}: champion {d['champion']:.4f}, challenger {d['challenger']:.4f}, "
+                     f"difference {d['delta']:+.4f} [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}], "
+                     f"McNemar p = {d['mcnemar_p']:.3g}")
         lines.append(f"live gate: {'PASS' if d['passed'] else 'FAIL'}: {'; '.join(d['reasons'])}")
     else: lines.append("live gate: no labelled rows yet (POST /feedback)")
     return '\n'.join(lines)
 
-# %% ../nbs/18_serve.ipynb #5c4b4a33
+# %% ../nbs/18_serve.ipynb #c5dce051
 _PREDICT_DOC = "Rows in, per row the class and class probabilities out, stamped with the version that answered."
 
 class _Swapper:
@@ -391,7 +415,7 @@ class _Swapper:
                       f"v{self.current.version}", flush=True)
 
     def check(self):
-        "Follow the aliases: swap in a moved champion (load next to the old, warm up, switch, drain, release); load the challenger."
+        "Follow the aliases: swap in a moved champion (load, warm up, switch, drain the old); load the challenger."
         from mlops_workbench.registry import CHALLENGER
         roles = self._aliases(self.cfg)
         v, c = roles.get(self._champion), roles.get(CHALLENGER)
@@ -402,7 +426,8 @@ class _Swapper:
             deadline = time.monotonic() + self.settings['swap_timeout_s']
             while old.inflight and time.monotonic() < deadline: time.sleep(0.005)
             self.swaps, self.error = self.swaps + 1, None
-            print(f"mlwb serve: champion v{old.version} -> v{new.version} switched in {time.monotonic() - t0:.2f} s", flush=True)
+            took = time.monotonic() - t0
+            print(f"mlwb serve: champion v{old.version} -> v{new.version} switched in {took:.2f} s", flush=True)
         want = None if c is None or c == self.current.version else c
         have = self.challenger.version if self.challenger else None
         if want != have:
@@ -438,6 +463,10 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
     api = FastAPI(title='mlops-workbench model server', version='1',
                   description='The registered champion behind HTTP: predictions stamped with their lineage.')
     limit = settings['max_ongoing_requests']
+    from mlops_workbench.distributed import ray_address
+    env = {k: v for k, v in os.environ.items() if k.startswith(('MLFLOW_', 'MLWB_', 'MILVUS_'))}
+    actor = {'num_cpus': 0.5, **({'runtime_env': {'env_vars': env}} if env and ray_address() else {})}   # a cluster's
+    # workers do not inherit this shell's environment: the store's URI and credentials go with the replicas
 
     @api.exception_handler(404)
     async def not_found(request, exc):
@@ -445,7 +474,8 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
 
 
     @serve.deployment(name=name, num_replicas=settings['num_replicas'], max_ongoing_requests=limit * 2 + 8,
-                      max_queued_requests=limit * 4, ray_actor_options={'num_cpus': 0.5}, logging_config={'log_level': 'WARNING'},
+                      max_queued_requests=limit * 4, ray_actor_options=actor,
+                      logging_config={'log_level': 'WARNING'},
                       health_check_period_s=2, graceful_shutdown_timeout_s=5)
     @serve.ingress(api)
     class ModelServer:
@@ -482,7 +512,8 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
             "The model that answers now: name, version, run, data fingerprint, swaps so far."
             from mlops_workbench import __version__
             s = self.swapper
-            return {'model': s.cfg.model_name, 'alias': 'champion', **s.current.stamp(), 'features': len(s.current.features),
+            return {'model': s.cfg.model_name, 'alias': 'champion', **s.current.stamp(),
+                    'features': len(s.current.features),
                     'classes': s.current.classes, 'swaps': s.swaps, 'last_swap_error': s.error, 'server': __version__,
                     'shadow': s.challenger.stamp() if s.challenger else None, 'shadow_dropped': self.shadow_dropped}
 
@@ -536,7 +567,7 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
 
     return ModelServer.bind()
 
-# %% ../nbs/18_serve.ipynb #3ffa8c54
+# %% ../nbs/18_serve.ipynb #8f8d1bea
 def state_file(cfg:Config) -> Path:
     "Where a running `mlwb serve` records its pid, port and URL."
     return cfg.path('.mlwb', 'serve.json')
@@ -552,10 +583,12 @@ def preflight(cfg:Config, settings:dict) -> int:
     "The champion to serve, or a one-line error: no store, no champion, port taken."
     from mlops_workbench.tracking import _sqlite_path
     if cfg.local_tracking and not _sqlite_path(cfg.tracking_uri).exists():
-        raise FileNotFoundError(f"{_sqlite_path(cfg.tracking_uri)}: no MLflow store here (run the pipeline first: `mlwb run`)")
+        db = _sqlite_path(cfg.tracking_uri)
+        raise FileNotFoundError(f"{db}: no MLflow store here (run the pipeline first: `mlwb run`)")
     from mlops_workbench.registry import aliases, CHAMPION
     v = aliases(cfg).get(CHAMPION)
-    if v is None: raise ValueError(f"{cfg.model_name} has no champion to serve (run the pipeline: `mlwb run`, or `mlwb promote`)")
+    if v is None:
+        raise ValueError(f"{cfg.model_name} has no champion to serve (run the pipeline: `mlwb run`, or `mlwb promote`)")
     if not port_free(settings['port']):
         raise ValueError(f"port {settings['port']} on 127.0.0.1 is taken: stop what uses it, or choose another with "
                          "MLWB_SERVE_PORT or serve.port in params.yaml")
@@ -581,12 +614,13 @@ def serve_forever(cfg:Config|None=None, # workbench config
             node = ray._private.worker._global_node
             tmp = None if ray_address() or node is None else Path(node.get_temp_dir_path())
             running = _serve_running()
-            serve.start(http_options={'host': '127.0.0.1', 'port': settings['port']}, logging_config={'log_level': 'WARNING'})
+            serve.start(http_options={'host': '127.0.0.1', 'port': settings['port']},
+                        logging_config={'log_level': 'WARNING'})
             try:
                 serve.run(make_app(cfg.root, settings), name=app_name, route_prefix='/')
                 write_json(sf, dict(pid=os.getpid(), started=_create_time(), url=url, app=app_name, champion=v))
-                print(f"serving {cfg.model_name} v{v} (champion) on {url} (POST /predict, GET /healthz /readyz /version, "
-                      f"/docs); Ctrl-C or `mlwb serve --stop` stops it", flush=True)
+                print(f"serving {cfg.model_name} v{v} (champion) on {url} (POST /predict /feedback, "
+                      "GET /healthz /readyz /version /docs); Ctrl-C or `mlwb serve --stop` stops it", flush=True)
                 if ready: ready(url)
                 while not stop.wait(0.2): pass
             except KeyboardInterrupt: pass
@@ -611,7 +645,9 @@ def _bounded(fn, timeout:float):
         with contextlib.suppress(Exception): fn()
     t = threading.Thread(target=run, daemon=True)
     t.start(); t.join(timeout)
-    if t.is_alive(): print(f"mlwb serve: {getattr(fn, '__name__', 'a step')} did not finish in {timeout:.0f} s; going on", flush=True)
+    if t.is_alive():
+        name = getattr(fn, '__name__', 'a step')
+        print(f"mlwb serve: {name} did not finish in {timeout:.0f} s; going on", flush=True)
 
 def _serve_running() -> bool:
     "Whether Ray Serve already runs on the connected cluster (then it is not ours to shut down)."
@@ -640,7 +676,12 @@ def stop_server(cfg:Config|None=None, # workbench config
         sf.unlink(missing_ok=True)
         return f"the server recorded in {sf} (pid {st['pid']}) is gone; removed the stale record"
     p.terminate()
-    try: p.wait(timeout)
-    except psutil.TimeoutExpired:
-        raise TimeoutError(f"mlwb serve (pid {st['pid']}) did not stop within {timeout:.0f} s") from None
+    deadline = time.monotonic() + timeout
+    while True:   # polled: an exited server whose parent has not reaped it yet (a zombie) has stopped
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE: break
+        except psutil.NoSuchProcess: break
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"mlwb serve (pid {st['pid']}) did not stop within {timeout:.0f} s")
+        time.sleep(0.1)
     return f"stopped the server on {st['url']} (pid {st['pid']})"
