@@ -7,12 +7,12 @@ __all__ = ['SERVE_DEFAULTS', 'BATCH_KEYS', 'LOG_DIR', 'STREAMS', 'serve_settings
            'Loaded', 'load_version', 'predict_file', 'PredictionLog', 'read_log', 'log_to_batch', 'shadow_report',
            'format_shadow', 'make_app', 'state_file', 'port_free', 'preflight', 'serve_forever', 'stop_server']
 
-# %% ../nbs/18_serve.ipynb #1ff22346
+# %% ../nbs/18_serve.ipynb #b1c15e8e
 import asyncio, contextlib, json, math, os, signal, socket, threading, time, uuid
 from pathlib import Path
 from .config import Config, load_config, read_json, write_json
 
-# %% ../nbs/18_serve.ipynb #9409973d
+# %% ../nbs/18_serve.ipynb #a57c5056
 SERVE_DEFAULTS = dict(port=8000, # HTTP port on 127.0.0.1
                       max_body_bytes=1 << 20, # a larger request body gets 413 before it is read
                       max_rows=10_000, # rows per request
@@ -46,7 +46,7 @@ def serve_settings(cfg:Config, # workbench config (its params hold the optional 
             raise ValueError(f"serve.{k} must be a positive {type(d).__name__}{up}")
     return out
 
-# %% ../nbs/18_serve.ipynb #704ca621
+# %% ../nbs/18_serve.ipynb #58d70eef
 class BadRequest(ValueError):
     "A request the server refuses: `status` is its HTTP status code, the message names the field, never a value."
     def __init__(self, status:int, message:str):
@@ -103,7 +103,7 @@ def parse_rows(body:bytes, # the request body
     vals = [_row_values(r, 'row' if single else f"rows[{i}]", features) for i, r in enumerate(rows)]
     return np.asarray(vals, dtype='float32'), single
 
-# %% ../nbs/18_serve.ipynb #f39f5abe
+# %% ../nbs/18_serve.ipynb #f4ce9ce9
 def parse_feedback(body:bytes, # the request body
                    classes:list, # the model's class labels (as strings)
                   ) -> dict: # {'request_id': id, row: label, ...}
@@ -135,7 +135,7 @@ def parse_feedback(body:bytes, # the request body
             raise BadRequest(400, f"{where}: not one of the model's {len(known)} classes")
     return {'request_id': rid, **{r: str(l) for r, l in labels.items()}}
 
-# %% ../nbs/18_serve.ipynb #b0d8eff8
+# %% ../nbs/18_serve.ipynb #6620a28a
 class Loaded:
     "A registered version loaded for serving, with its lineage and a count of the requests it is answering."
     def __init__(self, version:int, model, run_id:str, fingerprint:str|None, features:list, classes:list):
@@ -178,7 +178,7 @@ def load_version(version:int, # a registered version
     out.predict(np.zeros((1, width), dtype='float32'))   # warm-up: it answers before it is switched in
     return out
 
-# %% ../nbs/18_serve.ipynb #66643b62
+# %% ../nbs/18_serve.ipynb #05920040
 def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the model's feature columns
                  cfg:Config|None=None, # workbench config
                  version:int|None=None, # a version number (default: the one holding `alias`)
@@ -224,7 +224,7 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
     return dict(predictions=out, rejected=qp if rej else None, rows=int(len(df)), predicted=int(ok.sum()),
                 rejected_rows=int((~ok).sum()), version=m.version)
 
-# %% ../nbs/18_serve.ipynb #9eba37b3
+# %% ../nbs/18_serve.ipynb #30a03690
 LOG_DIR = ('data', 'predictions')
 STREAMS = ('seg', 'shadow', 'feedback')   # answers with inputs, challenger answers, late labels
 
@@ -306,7 +306,7 @@ def read_log(folder:str|Path, # the log's folder
     segs = sorted(Path(folder).glob(f'{kind}-*.parquet'))
     return pd.concat([pd.read_parquet(p) for p in segs], ignore_index=True) if segs else pd.DataFrame()
 
-# %% ../nbs/18_serve.ipynb #4b8e5704
+# %% ../nbs/18_serve.ipynb #5f8fae88
 def log_to_batch(cfg:Config|None=None, # workbench config
                 ) -> Path|None: # the batch written, None when the log has no new rows
     "Write the prediction log's segments that no batch holds yet as the next batch in `data/batches/`."
@@ -333,7 +333,7 @@ def log_to_batch(cfg:Config|None=None, # workbench config
                created=datetime.now(timezone.utc).isoformat(timespec='seconds')))
     return bdir/f'{name}.parquet'
 
-# %% ../nbs/18_serve.ipynb #f6adf443
+# %% ../nbs/18_serve.ipynb #ce729b51
 def shadow_report(cfg:Config|None=None, # workbench config
                  ) -> dict: # versions, counts, agreement and (with labels) the gate's decision on live traffic
     "Compare champion and shadow challenger on served traffic, with the gate's statistics where labels exist."
@@ -380,7 +380,7 @@ def format_shadow(rep:dict) -> str:
     else: lines.append("live gate: no labelled rows yet (POST /feedback)")
     return '\n'.join(lines)
 
-# %% ../nbs/18_serve.ipynb #c5dce051
+# %% ../nbs/18_serve.ipynb #f0957d17
 _PREDICT_DOC = "Rows in, per row the class and class probabilities out, stamped with the version that answered."
 
 class _Swapper:
@@ -567,7 +567,7 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
 
     return ModelServer.bind()
 
-# %% ../nbs/18_serve.ipynb #8f8d1bea
+# %% ../nbs/18_serve.ipynb #ed6fa055
 def state_file(cfg:Config) -> Path:
     "Where a running `mlwb serve` records its pid, port and URL."
     return cfg.path('.mlwb', 'serve.json')
@@ -592,6 +592,9 @@ def preflight(cfg:Config, settings:dict) -> int:
     if not port_free(settings['port']):
         raise ValueError(f"port {settings['port']} on 127.0.0.1 is taken: stop what uses it, or choose another with "
                          "MLWB_SERVE_PORT or serve.port in params.yaml")
+    live = _recorded_server(cfg)
+    if live: raise ValueError(f"a server already runs for this project on {live['url']} (pid {live['pid']}): "
+                              "stop it first (`mlwb serve --stop`)")
     return v
 
 def serve_forever(cfg:Config|None=None, # workbench config
@@ -661,20 +664,28 @@ def _create_time(pid:int|None=None) -> float:
     import psutil
     return psutil.Process(pid or os.getpid()).create_time()
 
+def _recorded_server(cfg:Config) -> dict|None:
+    "The live server recorded in the state file (pid and start time match), else None (a stale record is removed)."
+    import psutil
+    sf = state_file(cfg)
+    if not sf.exists(): return None
+    st = read_json(sf)
+    try:
+        if abs(psutil.Process(st['pid']).create_time() - st['started']) < 0.01: return st
+    except psutil.NoSuchProcess: pass
+    sf.unlink(missing_ok=True)
+    return None
+
 def stop_server(cfg:Config|None=None, # workbench config
                 timeout:float=120, # seconds to wait for it to stop
                ) -> str: # what happened
     "Stop the `mlwb serve` recorded in `.mlwb/serve.json` (only that process, checked by its start time)."
     import psutil
-    cfg = cfg or load_config(); sf = state_file(cfg)
-    if not sf.exists(): return "no server running (no .mlwb/serve.json)"
-    st = read_json(sf)
-    try:
-        p = psutil.Process(st['pid'])
-        if abs(p.create_time() - st['started']) > 0.01: raise psutil.NoSuchProcess(st['pid'])
-    except psutil.NoSuchProcess:
-        sf.unlink(missing_ok=True)
-        return f"the server recorded in {sf} (pid {st['pid']}) is gone; removed the stale record"
+    cfg = cfg or load_config()
+    st = _recorded_server(cfg)
+    if st is None: return "no server running (no live one recorded in .mlwb/serve.json)"
+    try: p = psutil.Process(st['pid'])
+    except psutil.NoSuchProcess: return f"the server on {st['url']} (pid {st['pid']}) has just stopped"
     p.terminate()
     deadline = time.monotonic() + timeout
     while True:   # polled: an exited server whose parent has not reaped it yet (a zombie) has stopped
