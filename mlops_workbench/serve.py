@@ -396,7 +396,7 @@ def format_shadow(rep:dict) -> str:
     else: lines.append("live gate: no labelled rows yet (POST /feedback)")
     return '\n'.join(lines)
 
-# %% ../nbs/18_serve.ipynb #e56e345d
+# %% ../nbs/18_serve.ipynb #b20abab1
 _PREDICT_DOC = "Rows in, per row the class and class probabilities out, stamped with the version that answered."
 
 class _Swapper:
@@ -466,6 +466,16 @@ async def _read_body(request, cap:int) -> bytes:
         if len(body) > cap: raise BadRequest(413, f"body is over the limit of {cap} bytes")
     return bytes(body)
 
+def _loopback_grpc():
+    "In a replica on a loopback node: Ray Serve's inter-deployment gRPC server binds 127.0.0.1, not every interface."
+    import ray
+    import ray.serve._private.replica as replica
+    orig = replica.add_port_to_grpc_server   # Ray Serve 2.60 binds it to '[::]:0' after the replica's constructor
+    if getattr(orig, 'mlwb', False) or ray.util.get_node_ip_address() != '127.0.0.1': return
+    def add(server, address): return orig(server, '127.0.0.1:0' if address == '[::]:0' else address)
+    add.mlwb = True
+    replica.add_port_to_grpc_server = add
+
 def _json(status:int, doc:dict, headers:dict|None=None):
     from fastapi.responses import JSONResponse
     return JSONResponse(doc, status_code=status, headers=headers)
@@ -496,6 +506,7 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
     @serve.ingress(api)
     class ModelServer:
         def __init__(self):
+            _loopback_grpc()
             import torch
             torch.set_num_threads(1)
             from concurrent.futures import ThreadPoolExecutor

@@ -300,6 +300,11 @@ def test_stop_stops_what_it_started(server):
     root, env, p = server['root'], server['env'], server['proc']
     mine = {c.pid for c in psutil.Process(p.pid).children(recursive=True)}
     assert mine, "the server started no child processes?"
+    import re   # every socket the server's process tree listens on is on loopback (Ray, Serve's proxy and replica)
+    ss = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True, timeout=30).stdout.splitlines()
+    listening = [l.split()[3] for l in ss if {int(x) for x in re.findall(r'pid=(\d+)', l)} & (mine | {p.pid})]
+    assert f"127.0.0.1:{server['port']}" in listening, listening
+    assert all(a.startswith(('127.0.0.1:', '[::ffff:127.0.0.1]:', '[::1]:')) for a in listening), listening
     r = sh(MLWB + ['serve', '--stop'], root, env=env, timeout=200)
     assert r.stdout.startswith(f"stopped the server on {server['url']} (pid {p.pid})"), r.stdout
     assert p.wait(60) == 0
