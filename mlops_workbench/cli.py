@@ -8,7 +8,8 @@ __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_
            'cmd_retrain', 'cmd_loop', 'add_ops_commands', 'dvc_cache_problems', 'doctor_checks', 'cmd_doctor',
            'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
            'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'cmd_export',
-           'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status', 'add_edge_commands', 'build_parser', 'main']
+           'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status', 'add_edge_commands', 'cmd_serve',
+           'cmd_served_batch', 'cmd_shadow', 'cmd_predict', 'add_serve_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -536,6 +537,60 @@ def add_edge_commands(add):
     s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
     s.add_argument('--json', action='store_true', help='print JSON')
 
+# %% ../nbs/90_cli.ipynb #a7c1e002
+def cmd_serve(args):
+    "Serve the champion on Ray Serve (127.0.0.1): POST /predict, GET /healthz /readyz /version; it follows the alias."
+    from mlops_workbench.serve import serve_settings, serve_forever, stop_server
+    cfg = load_config()
+    if args.stop: print(stop_server(cfg)); return 0
+    env = {**os.environ, **({'MLWB_SERVE_PORT': str(args.port)} if args.port else {})}
+    return serve_forever(cfg, serve_settings(cfg, env))
+
+def cmd_served_batch(args):
+    "Turn the prediction log's rows that no batch holds yet into the next batch in data/batches/ (for `mlwb monitor`)."
+    from mlops_workbench.serve import log_to_batch
+    cfg = load_config(); p = log_to_batch(cfg)
+    print(f"wrote {p.relative_to(cfg.root)}" if p else "no new rows in the prediction log (data/predictions/)")
+    return 0
+
+def cmd_shadow(args):
+    "Compare champion and shadow challenger on served traffic (gate statistics); --gate promotes on a pass only."
+    from mlops_workbench.serve import shadow_report, format_shadow
+    cfg = load_config(); rep = shadow_report(cfg)
+    d = rep['decision']
+    if args.gate and d and d['passed']:
+        from mlops_workbench.registry import promote
+        why = f"live shadow gate passed: {d['reasons'][0]}"
+        rep['promoted'] = bool(_warned(promote, rep['challenger'], why, None, 'gate'))
+    if args.json: print(json.dumps(rep, indent=2, default=str)); return 0
+    print(format_shadow(rep))
+    if args.gate: print(f"v{rep['challenger']} promoted to champion" if rep.get('promoted') else
+                        f"v{rep['challenger']} not promoted (the live gate did not pass)")
+    return 0
+
+def cmd_predict(args):
+    "Predict every row of a CSV/Parquet file with a registered version; invalid rows go to a quarantine file."
+    from mlops_workbench.serve import predict_file
+    r = predict_file(args.file, load_config(), args.version, args.alias or 'champion', args.out)
+    print(f"v{r['version']}: {r['predicted']} of {r['rows']} rows predicted -> {r['predictions']}"
+          + (f"; {r['rejected_rows']} rejected -> {r['rejected']}" if r['rejected'] else '')); return 0
+
+def add_serve_commands(add):
+    "Register `mlwb serve` on the parser."
+    s = add('serve', cmd_serve, 'serve the champion over HTTP on Ray Serve (swapped in place when the champion moves)')
+    s.add_argument('--port', type=int, help='port on 127.0.0.1 (default: MLWB_SERVE_PORT, serve.port, else 8000)')
+    s.add_argument('--stop', action='store_true', help='stop the server that `mlwb serve` started in this project')
+    add('served-batch', cmd_served_batch, 'turn the prediction log of `mlwb serve` into a batch for `mlwb monitor`')
+    s = add('shadow', cmd_shadow, 'compare the champion with the shadow challenger on served traffic (gate statistics)')
+    s.add_argument('--gate', action='store_true', help='promote the challenger if it passes the gate on live traffic')
+    s.add_argument('--json', action='store_true', help='print JSON')
+    s = add('predict', cmd_predict, 'predict every row of a CSV/Parquet file (stamped; invalid rows quarantined)')
+    s.add_argument('file', type=Path, help='CSV or Parquet file with the feature columns')
+    v = s.add_mutually_exclusive_group()
+    v.add_argument('--version', type=int, help='model version (default: the champion)')
+    v.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='use the version holding this role')
+    s.add_argument('--out', type=Path, help='predictions file (default: FILE.predictions.parquet)')
+
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -579,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_security_commands(add)
     add_auth_commands(add)
     add_edge_commands(add)
+    add_serve_commands(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #89203791
@@ -586,7 +642,7 @@ def build_parser() -> argparse.ArgumentParser:
 EXTRAS = dict(torch='train', ray='train', optuna='train',
               mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
               jupyter_client='pipeline', ipykernel='pipeline', nbclient='pipeline',
-              onnx='train', onnxruntime='edge', cryptography='edge')
+              onnx='train', fastapi='serve', onnxruntime='edge', cryptography='edge')
 
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."
@@ -601,13 +657,14 @@ def main(argv:list|None=None) -> int:
     except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
             ValueError) as e:
         print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr); rc = 1
-    except Exception as e:   # an MLflow server refusing the request (401/403): one line, not a traceback
-        if http_refusal(e) is None: raise
-        print(f"mlwb: error: {http_refusal(e)}", file=sys.stderr); rc = 1
-    except ModuleNotFoundError as e:
+    except ModuleNotFoundError as e:   # before `Exception`, which would catch it first
         top = (e.name or '').split('.')[0]
         if top not in EXTRAS: raise
         print(f"mlwb: error: {args.command} needs {top}, which this installation lacks: "
               f"pip install 'mlops-workbench[{EXTRAS[top]}]'", file=sys.stderr)
+        rc = 1
+    except Exception as e:   # an MLflow server refusing the request (401/403): one line, not a traceback
+        if http_refusal(e) is None: raise
+        print(f"mlwb: error: {http_refusal(e)}", file=sys.stderr)
         rc = 1
     return rc
