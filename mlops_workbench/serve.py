@@ -316,7 +316,7 @@ class PredictionLog:
 
 def read_log(folder:str|Path, # the log's folder
              kind:str='seg', # 'seg' (answers), 'shadow' (challenger answers) or 'feedback' (labels)
-            ) -> 'pd.DataFrame':
+            ): # a pandas DataFrame
     "Every row of one stream of the prediction log (oldest segment first); an empty frame when there is none."
     import pandas as pd
     segs = sorted(Path(folder).glob(f'{kind}-*.parquet'))
