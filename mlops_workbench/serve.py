@@ -5,7 +5,8 @@
 # %% auto #0
 __all__ = ['SERVE_DEFAULTS', 'BATCH_KEYS', 'LOG_DIR', 'STREAMS', 'serve_settings', 'BadRequest', 'parse_rows', 'parse_feedback',
            'Loaded', 'load_version', 'predict_file', 'PredictionLog', 'read_log', 'log_to_batch', 'shadow_report',
-           'format_shadow', 'make_app', 'state_file', 'port_free', 'preflight', 'serve_forever', 'stop_server']
+           'format_shadow', 'channel_file', 'make_app', 'state_file', 'port_free', 'preflight', 'serve_forever',
+           'stop_server']
 
 # %% ../nbs/18_serve.ipynb #b1c15e8e
 import asyncio, contextlib, json, math, os, signal, socket, threading, time, uuid
@@ -396,6 +397,18 @@ def format_shadow(rep:dict) -> str:
     else: lines.append("live gate: no labelled rows yet (POST /feedback)")
     return '\n'.join(lines)
 
+# %% ../nbs/18_serve.ipynb #3243a338
+def channel_file(channel:Path, # the edge channel folder (see `export.channel_dir`)
+                 name:str, # the path asked for, relative to the channel
+                ) -> Path|None: # None for anything but a published file
+    "The published channel file `name` (`LATEST.json` or a file under `bundles/`), never anything outside the channel."
+    parts = name.split('/')
+    if '\x00' in name or not parts or parts[0] not in ('LATEST.json', 'bundles'): return None
+    if any(part in ('', '.', '..') or part.startswith('.') for part in parts): return None
+    try: f = (Path(channel)/name).resolve(strict=True)
+    except (OSError, RuntimeError): return None
+    return f if f.is_file() and f.is_relative_to(Path(channel).resolve()) else None
+
 # %% ../nbs/18_serve.ipynb #b20abab1
 _PREDICT_DOC = "Rows in, per row the class and class probabilities out, stamped with the version that answered."
 
@@ -533,6 +546,15 @@ def make_app(root:str|Path, # the project root (the replicas load the config fro
             "Ready: a model is loaded and answered its warm-up."
             cur = self.swapper.current
             return _json(200, {'ready': True, **cur.stamp()}) if cur else _json(503, {'ready': False})
+
+        @api.get('/edge/{name:path}')
+        async def edge_channel(self, name:str):
+            "A file of the edge channel (`export.channel`) for devices polling over HTTP (`--channel URL/edge`)."
+            from mlops_workbench.export import channel_dir
+            f = channel_file(channel_dir(self.swapper.cfg), name)
+            if f is None: return _json(404, {'error': 'not in the edge channel'})
+            return Response(f.read_bytes(), media_type='application/json' if f.suffix == '.json' else
+                            'application/octet-stream')
 
         @api.get('/version')
         async def version(self) -> dict:

@@ -295,6 +295,23 @@ def test_predict_file(server):
     r = sh(MLWB + ['predict', 'nothere.csv'], root, env=env, check=False)
     assert r.returncode == 1 and r.stderr.strip() == 'mlwb: error: nothere.csv: file not found', r.stderr
 
+def test_edge_channel_over_http(server):
+    "The server publishes the edge channel read-only under /edge/: LATEST.json and bundles, nothing else."
+    ch = server['root']/'edge'/'channel'
+    (ch/'bundles'/'000001').mkdir(parents=True)
+    (ch/'LATEST.json').write_text('{"sequence": 1}')
+    (ch/'bundles'/'000001'/'model.onnx').write_bytes(b'onnx-bytes')
+    (ch/'devices').mkdir()
+    (ch/'devices'/'dev1.json').write_text('{"device": "dev1"}')
+    url = server['url']
+    r = _get(f'{url}/edge/LATEST.json')
+    assert r.status_code == 200 and r.json() == {'sequence': 1}
+    assert _get(f'{url}/edge/bundles/000001/model.onnx').content == b'onnx-bytes'
+    for bad in ('%2e%2e/params.yaml', '..%2fparams.yaml', 'bundles/%2e%2e/%2e%2e/%2e%2e/params.yaml', 'devices/dev1.json',
+                '%2fetc%2fpasswd', 'LATEST.json%00'):
+        r = _get(f'{url}/edge/{bad}')
+        assert r.status_code == 404 and 'prepare' not in r.text and 'dev1' not in r.text, (bad, r.status_code, r.text)
+
 def test_stop_stops_what_it_started(server):
     import psutil
     root, env, p = server['root'], server['env'], server['proc']
