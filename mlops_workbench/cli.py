@@ -107,13 +107,19 @@ def _serve(cmd:list, env:dict|None=None) -> int:
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
-def cmd_ui(args):
-    "Start the MLflow UI on the project's store (one worker, loopback)."
+def _mlflow_server(args) -> tuple:
+    "The project's config, the `mlflow server` command on its store (one worker, `args.host`/`args.port`) and its env."
     from mlops_workbench.tracking import ensure_store
-    cfg = load_config(); ensure_store(cfg)
+    cfg = load_config()
+    ensure_store(cfg)
     env = {**_env_with_this_python(), 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
     cmd = ['mlflow', 'server', '--backend-store-uri', cfg.tracking_uri, '--default-artifact-root', cfg.artifact_root,
            '--host', args.host, '--port', str(args.port), '--workers', '1']
+    return cfg, cmd, env
+
+def cmd_ui(args):
+    "Start the MLflow UI on the project's store (one worker, loopback)."
+    cfg, cmd, env = _mlflow_server(args)
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return _serve(cmd, env)
 
@@ -416,11 +422,7 @@ def _auth_files(cfg) -> tuple:
 
 def cmd_tracking_server(args):
     "Run the MLflow tracking server on the project store (loopback); --auth: basic auth, generated admin password."
-    from mlops_workbench.tracking import ensure_store
-    cfg = load_config(); ensure_store(cfg)
-    env = {**_env_with_this_python(), 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION': 'false'}
-    cmd = ['mlflow', 'server', '--backend-store-uri', cfg.tracking_uri, '--default-artifact-root', cfg.artifact_root,
-           '--host', args.host, '--port', str(args.port), '--workers', '1']
+    cfg, cmd, env = _mlflow_server(args)
     url = f"http://{args.host}:{args.port}"
     if args.auth:
         ini, pw, csrf = _auth_files(cfg)
