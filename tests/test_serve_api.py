@@ -297,11 +297,11 @@ def test_predict_file(server):
 
 def test_edge_channel_over_http(server):
     "The server publishes the edge channel read-only under /edge/: LATEST.json and bundles, nothing else."
-    ch = server['root']/'edge'/'channel'
-    (ch/'bundles'/'000001').mkdir(parents=True)
+    ch = server['root']/'edge'/'channel'   # the project's channel: another test may have published to it already
+    (ch/'bundles'/'000001').mkdir(parents=True, exist_ok=True)
     (ch/'LATEST.json').write_text('{"sequence": 1}')
     (ch/'bundles'/'000001'/'model.onnx').write_bytes(b'onnx-bytes')
-    (ch/'devices').mkdir()
+    (ch/'devices').mkdir(exist_ok=True)
     (ch/'devices'/'dev1.json').write_text('{"device": "dev1"}')
     url = server['url']
     r = _get(f'{url}/edge/LATEST.json')
