@@ -176,14 +176,20 @@ def check_embeddings(vectors, # [n, dim] numbers
     return V, cols
 
 # %% ../nbs/05_vectors.ipynb #842910fb
-def _call(client, op:str, name:str, fn, tries:int=4):
+_TRANSIENT = ('Resource temporarily unavailable', 'read error in')
+
+def _call(client, op:str, name:str, fn, tries:int=5):
     "Run `fn()`: reload a released collection and retry; turn a Milvus error into `VectorStoreError`."
     from pymilvus.exceptions import MilvusException
     for i in range(tries):
         try: return fn()
         except MilvusException as e:
-            if 'call load()' in str(e) and i < tries - 1:
+            if i < tries - 1 and 'call load()' in str(e):
                 client.load_collection(name); time.sleep(0.2*(i + 1)); continue
+            # Milvus Lite builds indexes in the background: a load can meet an index file still being written (a short
+            # read, 'Resource temporarily unavailable'); the file is whole a moment later
+            if i < tries - 1 and op == 'load' and any(m in str(e) for m in _TRANSIENT):
+                time.sleep(0.5*(i + 1)); continue
             why = getattr(e, 'message', '') or f"{type(e).__name__} with no message (code {getattr(e, 'code', '?')})"
             raise VectorStoreError(f"Milvus {op} on collection {name!r} failed: {why}") from e
 
@@ -273,7 +279,9 @@ def insert_embeddings(client, name:str, # collection
 
 def _undo(client, name:str, ids:list, before:dict, index:dict|None=None):
     "Delete `ids` and put back the rows `before` held (what a failed insert had replaced)."
-    client.delete(name, ids=list(ids))
+    for i in range(0, len(ids), 1000):   # by a filter: pymilvus' `ids=` does not escape quotes or backslashes
+        q = f'id in [{_quoted(ids[i:i+1000])}]'
+        _call(client, 'delete', name, lambda: client.delete(name, filter=q))
     if before: client.upsert(name, [{k: r[k] for k in ('vector', *FIELDS)} for r in before.values()])
     client.flush(name)
     build_index(client, name, index=index)
@@ -303,7 +311,8 @@ def open_collection(client, name:str) -> str:
     if not client.has_collection(name):
         raise NotInStore(f"no Milvus collection {name!r} at {getattr(client, '_mlwb_uri', 'this URI')} "
                          f"(run the embed stage: `mlwb run`)")
-    if 'Loaded' not in str(client.get_load_state(name).get('state')): client.load_collection(name)
+    if 'Loaded' not in str(client.get_load_state(name).get('state')):
+        _call(client, 'load', name, lambda: client.load_collection(name))
     return name
 
 def search(client, name:str, # collection
