@@ -189,13 +189,14 @@ def recover(study, client=None, parent_id:str|None=None) -> list:
         for t in study.get_trials(deepcopy=False): _log_trial(client, parent_id, t, children)
     return [t.number for t in stale]
 
-# %% ../nbs/08_sweep.ipynb #99e7f9c2
+# %% ../nbs/08_sweep.ipynb #1911e4c1
 def _tell(study, trial, result:dict|None, error:str|None, direction:str):
     "Tell a finished trial to the study, with its history and intermediate values."
     from optuna.trial import TrialState
     if result is not None:
         for step, v in result['reported']: trial.report(v, step)
-        trial.set_user_attr('history', result['history']); trial.set_user_attr('seconds', round(result['seconds'], 3))
+        trial.set_user_attr('history', result['history'])
+        trial.set_user_attr('seconds', round(result['seconds'], 3))
         if result['pruned']: return study.tell(trial, state=TrialState.PRUNED)
         return study.tell(trial, result['reported'][-1][1])
     trial.set_user_attr('error', (error or 'failed')[-2000:])
@@ -206,6 +207,7 @@ def best_so_far(study) -> str:
     try: return f"best={study.best_value:.4g}"
     except ValueError: return "best=-"
 
+# %% ../nbs/08_sweep.ipynb #56c2795f
 def progress_bar(total:int, # trials to reach
                  initial:int=0, # trials already finished (a resumed study)
                  disable:bool=False, # no bar
@@ -220,6 +222,7 @@ def progress_bar(total:int, # trials to reach
     tqdm = tqdm_class()
     return tqdm(**kw)
 
+# %% ../nbs/08_sweep.ipynb #4ef871af
 class _Writer:
     "A sweep's MLflow child-run writes, in order, on one background thread: off the driver's ask/tell path."
     def __init__(self, client, parent_id:str, children:dict):
@@ -243,6 +246,27 @@ class _Writer:
             raise SweepError(f"MLflow writes of the sweep still running after {timeout:g} s (is the store reachable?)")
         if self.error is not None and raise_error: raise self.error
 
+# %% ../nbs/08_sweep.ipynb #5980873a
+def _ray_error(e:Exception) -> str:
+    "A Ray task's failure in one line: its type and the last line of its message."
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[-1] if text else ''}"
+
+def _summary(study, t_start:float, interrupted:list, slots:int) -> dict:
+    "What a finished sweep reports: counts by state, the best trial, wall time."
+    from optuna.trial import TrialState
+    trials = study.get_trials(deepcopy=False)
+    count = lambda s: sum(t.state == s and _counted(t) for t in trials)
+    best = None
+    with contextlib.suppress(ValueError): best = study.best_trial
+    return dict(n_trials=sum(_counted(t) for t in trials), complete=count(TrialState.COMPLETE),
+                pruned=count(TrialState.PRUNED), failed=count(TrialState.FAIL), interrupted=len(interrupted),
+                duplicates=sum('duplicate_of' in t.user_attrs for t in trials),
+                best_trial=best.number if best else None, best_value=best.value if best else None,
+                best_params=training_params(best.params) if best else None,
+                wall_seconds=time.perf_counter() - t_start, concurrency=slots)
+
+# %% ../nbs/08_sweep.ipynb #c15b6c03
 def run_sweep(study, # from `open_study`
               trial_fn, # fn(params, data, report) -> history (see `run_trial`)
               space:dict, # from `search_space`
@@ -258,14 +282,17 @@ def run_sweep(study, # from `open_study`
               progress:bool=True, # progress bar
              ) -> dict: # summary: counts, best trial, wall time
     "Run (or resume) a sweep: Optuna asks, Ray tasks train, one driver tells the study and MLflow."
-    import ray, optuna
+    import ray
     from optuna.trial import TrialState
     from mlops_workbench.tracking import child_runs
     cpus = ray.cluster_resources().get('CPU', 0)
-    if cpus_per_trial > cpus: raise SweepError(f"sweep.cpus_per_trial={cpus_per_trial} but the Ray cluster has {cpus:g} CPUs: no trial could ever start")
+    if cpus_per_trial > cpus:
+        raise SweepError(f"sweep.cpus_per_trial={cpus_per_trial} but the Ray cluster has {cpus:g} CPUs: "
+                         "no trial could ever start")
     slots = max(1, min(concurrency, int(cpus // cpus_per_trial)))
     pruner, direction = pruner or {}, study.direction.name.lower()
-    t_start = time.perf_counter(); interrupted = recover(study, client, parent_id)
+    t_start = time.perf_counter()
+    interrupted = recover(study, client, parent_id)
     writer = _Writer(client, parent_id, child_runs(client, parent_id)) if client is not None else None
     def log(number:int):   # the trial's MLflow child run, written off the ask/tell path
         if writer is not None: writer.log(study.get_trials(deepcopy=False)[number])
@@ -275,58 +302,55 @@ def run_sweep(study, # from `open_study`
     inflight, results = [], {}   # inflight: [(trial, ref, started)] in ask order; results: ref -> (result, error)
     bar = progress_bar(n_trials, min(done(), n_trials), disable=not progress)
     bar.set_postfix_str(best_so_far(study), refresh=False)
-    def finish(trial, result, error):
-        _tell(study, trial, result, error, direction)
+    def finished(trial):
         log(trial.number)
         bar.set_postfix_str(best_so_far(study), refresh=False)
         bar.update(1)
     def ask_one():
-        trial = study.ask(space); params = trial.params
-        twin = next((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)) if t.params == params), None)
+        trial = study.ask(space)
+        finals = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        twin = next((t for t in finals if t.params == trial.params), None)
         if twin is not None:   # never train a finished configuration twice
             trial.set_user_attr('duplicate_of', twin.number)
             if twin.state == TrialState.COMPLETE: study.tell(trial, twin.value)
             else: study.tell(trial, state=TrialState.PRUNED)
-            log(trial.number)
-            bar.set_postfix_str(best_so_far(study), refresh=False)
-            bar.update(1)
-            return
-        snapshot = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+            return finished(trial)
         log(trial.number)
-        inflight.append((trial, task.remote(fn_ref, params, data_ref, snapshot, pruner, direction), time.perf_counter()))
+        ref = task.remote(fn_ref, trial.params, data_ref, finals, pruner, direction)
+        inflight.append((trial, ref, time.perf_counter()))
     def fill():
-        while len(inflight) < slots and done() + len(inflight) < n_trials and time.perf_counter() - t_start < timeout_s: ask_one()
+        while (len(inflight) < slots and done() + len(inflight) < n_trials
+               and time.perf_counter() - t_start < timeout_s): ask_one()
+    def collect():   # results of finished tasks; cancel those over their time
+        refs = [r for _, r, _ in inflight if r not in results]
+        ready, _ = ray.wait(refs, num_returns=1, timeout=0.5) if refs else ([], [])
+        for r in ready:
+            try: results[r] = (ray.get(r), None)
+            except ray.exceptions.RayError as e: results[r] = (None, _ray_error(e))
+        now = time.perf_counter()
+        for trial, r, started in inflight:
+            if r not in results and now - started > trial_timeout_s:
+                ray.cancel(r, force=True)
+                results[r] = (None, f"timeout: still running after {trial_timeout_s:g} s")
     try:
         fill()
         while inflight:
-            refs = [r for _, r, _ in inflight if r not in results]
-            ready, _ = ray.wait(refs, num_returns=1, timeout=0.5) if refs else ([], [])
-            for r in ready:
-                try: results[r] = (ray.get(r), None)
-                except ray.exceptions.RayError as e: results[r] = (None, f"{type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e).strip() else ''}")
-            now = time.perf_counter()
-            for trial, r, started in inflight:
-                if r not in results and now - started > trial_timeout_s:
-                    ray.cancel(r, force=True); results[r] = (None, f"timeout: still running after {trial_timeout_s:g} s")
+            collect()
             # tell finished trials: in ask order when deterministic (one tell, then one ask), else as they come
             while inflight:
                 pick = 0 if deterministic else next((i for i, (_, r, _) in enumerate(inflight) if r in results), None)
                 if pick is None or inflight[pick][1] not in results: break
-                trial, r, _ = inflight.pop(pick); finish(trial, *results.pop(r)); fill()
+                trial, r, _ = inflight.pop(pick)
+                _tell(study, trial, *results.pop(r), direction)
+                finished(trial)
+                fill()
     except BaseException:
         bar.close()
         if writer is not None: writer.close(raise_error=False)   # flush what was logged, keep the first error
         raise
     bar.close()
     if writer is not None: writer.close()
-    trials = study.get_trials(deepcopy=False)
-    count = lambda s: sum(t.state == s and _counted(t) for t in trials)
-    best = None
-    with contextlib.suppress(ValueError): best = study.best_trial
-    return dict(n_trials=sum(_counted(t) for t in trials), complete=count(TrialState.COMPLETE), pruned=count(TrialState.PRUNED),
-                failed=count(TrialState.FAIL), interrupted=len(interrupted), duplicates=sum('duplicate_of' in t.user_attrs for t in trials),
-                best_trial=best.number if best else None, best_value=best.value if best else None,
-                best_params=training_params(best.params) if best else None, wall_seconds=time.perf_counter() - t_start, concurrency=slots)
+    return _summary(study, t_start, interrupted, slots)
 
 # %% ../nbs/08_sweep.ipynb #6174d291
 def sweep_figures(study) -> dict: # name -> matplotlib Figure
