@@ -295,6 +295,7 @@ def dvc_holders(cfg:Config) -> dict:
             out[info['pid']] = ' '.join([Path(words[0]).name, *words[1:]])   # `dvc repro`, not its full path
     return out
 
+# %% ../nbs/06_stages.ipynb #f659e3d2
 @contextlib.contextmanager
 def pipeline_lock(stage:str, # the stage about to run
                   cfg:Config, # its project
@@ -320,6 +321,7 @@ def pipeline_lock(stage:str, # the stage about to run
         yield
     finally: os.close(fd)
 
+# %% ../nbs/06_stages.ipynb #0ccf9bef
 _STALE = re.compile(r'^\.tmp-.+-(\d+)\.(ipynb|runs)$')
 
 def _output_folders(cfg:Config) -> set:
@@ -369,6 +371,7 @@ def _same_parent(p, ppid:int) -> bool:
     try: return p.ppid() == ppid and p.status() != psutil.STATUS_ZOMBIE
     except psutil.Error: return False
 
+# %% ../nbs/06_stages.ipynb #500300af
 class _Guard:
     "Abort cleanly on signals or when the parent process dies."
     def __init__(self, tmp_files):
@@ -416,6 +419,7 @@ def _keep_failed(cfg:Config, stage:str, tmp:Path) -> str:
     if tmp.exists(): os.replace(tmp, failed)
     return str(failed.relative_to(cfg.root))
 
+# %% ../nbs/06_stages.ipynb #8aceb1bc
 def _execute(stage:str, nb:Path, tmp:Path, params:dict, cfg:Config, sockets:Path, progress:bool):
     "Run the notebook into `tmp`; a failing cell or a dead kernel raises `StageFailed` with one line."
     import papermill as pm
@@ -450,6 +454,7 @@ def _attach_report(out:Path, runs:Path, cfg:Config):
             from mlops_workbench.tracking import log_artifact
             log_artifact(out, run_id, 'reports', cfg)
 
+# %% ../nbs/06_stages.ipynb #abc737e5
 def run_stage(stage:str, # stage name: nbs/stages/<stage>.ipynb
               cfg:Config|None=None, # workbench config
               progress:bool=True, # papermill's progress bar over cells
@@ -511,6 +516,7 @@ def drop_hints(lines, # DVC's output, line by line
             blank = []
             yield line
 
+# %% ../nbs/06_stages.ipynb #6b61460a
 def check_project(cfg:Config) -> dict:
     "Everything `dvc repro` needs before it may delete an output: every stage's params and files, DVC's lock file."
     params = check_all(cfg)
