@@ -18,7 +18,8 @@ log.add('req-a', m, X, m.predict(X))
 log.add('req-b', m, X[:1], m.predict(X[:1]))
 log.add_feedback('req-a', {1: str(test['label'].iloc[1])})
 log.close()
-print(json.dumps(dict(X=X.tolist(), labels=test['label'].astype(str).tolist(), preds=[p['class'] for p in m.predict(X)])))
+labels, preds = test['label'].astype(str).tolist(), [p['class'] for p in m.predict(X)]
+print(json.dumps(dict(X=X.tolist(), labels=labels, preds=preds)))
 """
 
 SEARCH = """
@@ -66,8 +67,9 @@ def test_explain_a_served_request(project_copy):
 
 def test_unknown_request_is_one_line(project_copy):
     r = explain(project_copy, 'nope', check=False)
-    assert r.returncode == 1 and r.stderr.strip() == (f"mlwb: error: no prediction log at {project_copy/'data'/'predictions'} "
-                                                      "(nothing served yet: `mlwb serve`)"), r.stderr
+    log = project_copy/'data'/'predictions'
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.strip() == f"mlwb: error: no prediction log at {log} (nothing served yet: `mlwb serve`)", r.stderr
     py(SERVE_TWO_ROWS, project_copy)
     r = explain(project_copy, 'nope', check=False)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
