@@ -86,7 +86,8 @@ def explain_request(request_id:str, # the `request_id` of an answer
     import numpy as np
     from mlops_workbench.serve import LOG_DIR
     from mlops_workbench.vectors import collection_name
-    cfg = cfg or load_config(); folder = cfg.path(*LOG_DIR)
+    cfg = cfg or load_config()
+    folder = cfg.path(*LOG_DIR)
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= 100:
         raise ValueError(f"k={k!r}: expected a whole number of examples in 1..100")
     df, feats = request_rows(folder, request_id)
