@@ -9,7 +9,7 @@ __all__ = ['EXTRAS', 'cmd_run', 'cmd_stage', 'cmd_check', 'metrics_table', 'cmd_
            'add_doctor_command', 'cmd_keygen', 'cmd_encrypt', 'cmd_decrypt', 'cmd_scan', 'add_security_commands',
            'auth_dir', 'cmd_tracking_server', 'cmd_tracking_user', 'http_refusal', 'add_auth_commands', 'cmd_export',
            'cmd_edge_keygen', 'cmd_edge_publish', 'cmd_edge_status', 'add_edge_commands', 'cmd_serve',
-           'cmd_served_batch', 'cmd_shadow', 'cmd_predict', 'add_serve_commands', 'build_parser', 'main']
+           'cmd_served_batch', 'cmd_shadow', 'cmd_predict', 'cmd_explain', 'add_serve_commands', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #9dbbc887
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
@@ -577,6 +577,13 @@ def cmd_predict(args):
     print(f"v{r['version']}: {r['predicted']} of {r['rows']} rows predicted -> {r['predictions']}"
           + (f"; {r['rejected_rows']} rejected -> {r['rejected']}" if r['rejected'] else '')); return 0
 
+def cmd_explain(args):
+    "The lineage of a served request (version, run, commit, data fingerprint, params) and the training examples like it."
+    from mlops_workbench.explain import explain_request, format_explain
+    doc = explain_request(args.request_id, args.k, load_config(), args.wait, args.row)
+    print(json.dumps(doc, indent=2, default=str) if args.json else format_explain(doc))
+    return 0 if doc['complete'] else 1
+
 def add_serve_commands(add):
     "Register `mlwb serve` on the parser."
     s = add('serve', cmd_serve, 'serve the champion over HTTP on Ray Serve (swapped in place when the champion moves)')
@@ -592,6 +599,12 @@ def add_serve_commands(add):
     v.add_argument('--version', type=int, help='model version (default: the champion)')
     v.add_argument('--alias', choices=['champion', 'challenger', 'previous'], help='use the version holding this role')
     s.add_argument('--out', type=Path, help='predictions file (default: FILE.predictions.parquet)')
+    s = add('explain', cmd_explain, 'why did the server say that? lineage and similar training examples of a request')
+    s.add_argument('request_id', help='the request_id of an answer of POST /predict')
+    s.add_argument('-k', '--k', type=int, default=5, help='similar training examples per row (default 5)')
+    s.add_argument('--row', type=int, help='only this row of the request (0-based)')
+    s.add_argument('--wait', type=float, default=0, help='seconds to wait for a busy Milvus Lite directory')
+    s.add_argument('--json', action='store_true', help='print JSON')
 
 # %% ../nbs/90_cli.ipynb #66f80383
 def build_parser() -> argparse.ArgumentParser:

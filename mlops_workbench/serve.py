@@ -341,10 +341,16 @@ def log_to_batch(cfg:Config|None=None, # workbench config
     meta = read_json(cfg.path('data', 'prepared', 'meta.json'))
     ids = pd.DataFrame({'id': df['request_id'] + '-' + df['row'].astype(str)})
     out = pd.concat([ids, df[meta['features']]], axis=1)
+    keys, fb = ['request_id', 'row'], read_log(cfg.path(*LOG_DIR), 'feedback')
+    labels = (df[keys].merge(fb.drop_duplicates(keys, keep='last')[keys + ['label']], on=keys, how='left')['label']
+              if not fb.empty else pd.Series([None] * len(df)))
+    labelled = bool(labels.notna().all())   # all or none: a batch with a few labels is a partly labelled batch
+    if labelled: out.insert(1, (cfg.params.get('prepare') or {}).get('label', 'label'), labels.astype(str).to_numpy())
     n = int(BATCH_RE.match(have[-1].stem).group(1)) + 1 if have else 1
     name = f'b{n:04d}-served'
     with atomic_write(bdir/f'{name}.parquet', 'wb', None) as f: out.to_parquet(f, index=False)
-    write_json(bdir/f'{name}.json', dict(name=name, scenario='served', size=len(out), labelled=False,
+    write_json(bdir/f'{name}.json', dict(name=name, scenario='served', size=len(out), labelled=labelled,
+               labelled_rows=int(labels.notna().sum()),
                segments=[p.name for p in segs],
                versions=sorted(int(v) for v in df['model_version'].unique()),
                created=datetime.now(timezone.utc).isoformat(timespec='seconds')))
