@@ -199,10 +199,14 @@ class Loaded:
         "What every answer carries about the version that gave it."
         return dict(model_version=self.version, run_id=self.run_id, data_fingerprint=self.fingerprint)
 
+    def proba(self, X):
+        "The class probabilities of float32 rows: an array [rows, classes]."
+        import torch
+        with torch.no_grad(): return torch.softmax(self.model(torch.from_numpy(X)), 1).numpy()
+
     def predict(self, X) -> list:
         "Per row: the class and the probability of each class."
-        import torch
-        with torch.no_grad(): P = torch.softmax(self.model(torch.from_numpy(X)), 1).numpy()
+        P = self.proba(X)
         return [{'class': self.classes[i], 'probabilities': dict(zip(self.classes, p))}
                 for i, p in zip(P.argmax(1).tolist(), P.round(6).tolist())]
 
@@ -261,11 +265,13 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
            for i, j in zip(*np.nonzero(bad))]
     ok = ~bad.any(1)
     X = num.to_numpy(dtype='float32')[ok]
-    preds = [p for i in range(0, len(X), batch_size) for p in m.predict(X[i:i + batch_size])]
+    P = np.zeros((0, len(m.classes)), dtype='float32')
+    P = np.concatenate([P] + [m.proba(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
     res = pd.DataFrame({'row': np.nonzero(ok)[0] + 1})
     if 'id' in df.columns: res.insert(0, 'id', df['id'][ok].to_numpy())
-    res['prediction'] = [p['class'] for p in preds]
-    for c in m.classes: res[f'p_{c}'] = [p['probabilities'][c] for p in preds]
+    res['prediction'] = np.asarray(m.classes, dtype=object)[P.argmax(1)]
+    P = P.round(6).astype('float64')   # as in the HTTP answers
+    for j, c in enumerate(m.classes): res[f'p_{c}'] = P[:, j]
     res = res.assign(model_version=m.version, run_id=m.run_id, data_fingerprint=m.fingerprint,
                      predicted_at=datetime.now(timezone.utc).isoformat(timespec='seconds'))
     out = Path(out) if out else path.with_name(path.stem + '.predictions.parquet')
