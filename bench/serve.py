@@ -7,7 +7,7 @@ project).
 Run in a project where the pipeline has run (`make run`):
     .venv/bin/python bench/serve.py [--seconds 15] [--concurrency 8] [--root PROJECT] [--only http,batch,swap]
 Writes bench/results/serve.json (http), serve_batch.json and serve_swap.json, and prints Markdown tables."""
-import argparse, asyncio, json, os, signal, socket, statistics, subprocess, sys, tempfile, threading, time
+import argparse, asyncio, json, os, shutil, signal, socket, statistics, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,6 +96,7 @@ def bench_batch(root:Path, rows:int, repeats:int) -> dict:
     out = dict(rows=rows, version=v, file_mb=f.stat().st_size / 2**20,
                **{k: dict(seconds=spread(t), rows_per_s=spread([rows / x for x in t])) for k, t in times.items()})
     out['ratio'] = spread([t / m for m, t in zip(times['mlwb'], times['torch'])])   # per pair: mlwb rows/s / torch's
+    shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 REGISTER_COPY = r'''
@@ -176,6 +177,7 @@ def bench_swap(root:Path, swaps:int) -> dict:
         os.killpg(with_group, signal.SIGTERM)
         try: p.wait(120)
         except subprocess.TimeoutExpired: os.killpg(with_group, signal.SIGKILL)
+        shutil.rmtree(tmp, ignore_errors=True)
     mib = lambda x: x / 2**20
     return dict(swaps=len(recs), requests=len(codes), failed=sum(c != 200 for c in codes),
                 before_mib=spread([mib(r['before']) for r in recs]),
