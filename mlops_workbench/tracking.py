@@ -5,8 +5,8 @@
 # %% auto #0
 __all__ = ['TAG_STAGE', 'TAG_COMMIT', 'TAG_DATA', 'TAG_FILES_SHA', 'MODEL_FILES', 'TAG_PARENT', 'TAG_TRIAL', 'ensure_store',
            'get_client', 'flatten', 'log_dataset', 'stage_run', 'log_metrics', 'weights_sha256', 'log_torch_model',
-           'artifact_hashes', 'ModelTampered', 'load_torch_model', 'recorded_runs', 'attach_copy', 'log_run_json',
-           'run_json', 'child_runs', 'start_child_run', 'end_run']
+           'artifact_hashes', 'ModelTampered', 'load_torch_model', 'log_artifact', 'log_figure', 'recorded_runs',
+           'attach_copy', 'log_run_json', 'run_json', 'child_runs', 'start_child_run', 'end_run']
 
 # %% ../nbs/03_tracking.ipynb #635b3efe
 import contextlib, hashlib, json, os, sqlite3, time
@@ -264,6 +264,13 @@ def load_torch_model(version:str|int, # registered version number
         msg = f"{where}: its model files cannot be loaded ({first[:300]}); run `mlwb doctor`"
         raise FileNotFoundError(msg) from None
 
+def log_artifact(path:str|Path, run_id:str, artifact_path:str|None=None, cfg:Config|None=None):
+    "Attach a local file to a run."
+    get_client(cfg).log_artifact(run_id, str(path), artifact_path)
+
+def log_figure(fig, name:str, run_id:str, cfg:Config|None=None):
+    "Attach a matplotlib figure to a run as `name` (e.g. 'plots/confusion.png')."
+    get_client(cfg).log_figure(run_id, fig, name)
 
 # %% ../nbs/03_tracking.ipynb #3b545874
 def recorded_runs(path:str|Path, # the file that `MLWB_STAGE_RUNS_FILE` named
