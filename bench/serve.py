@@ -236,7 +236,8 @@ def main():
         try: p.wait(60)
         except subprocess.TimeoutExpired: os.killpg(with_group, signal.SIGKILL)
     try:
-        bodies = {'mlflow': {1: json.dumps({'inputs': X[:1]}), 64: json.dumps({'inputs': X})},
+        split = {n: {'dataframe_split': {'columns': feats, 'data': X[:n]}} for n in (1, 64)}   # named float columns
+        bodies = {'mlflow': {n: json.dumps(b) for n, b in split.items()},
                   'mlwb': {1: json.dumps({'rows': X[:1]}), 64: json.dumps({'rows': X})}}
         pm = free_port()
         cmd = [sys.executable, '-m', 'mlflow', 'models', 'serve', '-m', f'models:/{cfg.model_name}/{v}',

@@ -370,16 +370,19 @@ def register_model(model, # a trained torch module
                    run_id:str, # the training run (its params and data fingerprint are part of the content)
                    cfg:Config|None=None, # workbench config
                    tags:dict|None=None, # extra tags for a new version
+                   features:list|None=None, # input column names of the served model (the prepared features)
+                   classes:list|None=None, # class labels in output order
                   ): # the `ModelVersion` (a reused one has another `run_id`)
     "Log `model` to `run_id` and register it (`register_logged`), unless a sound version has the same content."
     cfg = cfg or load_config(); ensure_store(cfg)
     weights = weights_sha256(model); key = _content(get_client(cfg).get_run(run_id), weights)
+    def log(): return log_torch_model(model, X_example, run_id, cfg, features=features, classes=classes).model_id
     model_id = None
     if _run_version(run_id, cfg) is None and find_version(key, cfg) is None:   # log outside the lock
-        model_id = log_torch_model(model, X_example, run_id, cfg).model_id
+        model_id = log()
     try: return register_logged(run_id, model_id, weights, cfg, tags)
     except _NoModel:   # the version it would have reused broke meanwhile
-        return register_logged(run_id, log_torch_model(model, X_example, run_id, cfg).model_id, weights, cfg, tags)
+        return register_logged(run_id, log(), weights, cfg, tags)
 
 # %% ../nbs/10_registry.ipynb #b345efaa
 def history(cfg:Config|None=None, # workbench config

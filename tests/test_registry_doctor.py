@@ -39,14 +39,14 @@ def test_doctor_and_guarded_role_moves(tmp_path):
     obj = next(p for p in (root/'.dvc'/'cache'/'files'/'md5').rglob('*') if p.is_file())
     obj.chmod(0o644); obj.write_text('tampered\n')
     # the champion's weights altered, then v3's files removed
-    (v1/'data'/'model.pth').write_bytes(b'not a model')
+    (v1/'artifacts'/'weights.pt').write_bytes(b'not a model')
     r = mlwb(root, 'doctor')
     assert r.returncode == 1
-    assert 'FAIL  champion   v1 has an altered file data/model.pth' in r.stdout, r.stdout
+    assert 'FAIL  champion   v1 has an altered file artifacts/weights.pt' in r.stdout, r.stdout
     assert f"FAIL  dvc cache  s: out.txt: cache object {obj.parent.name}{obj.name} is corrupted" in r.stdout, r.stdout
     assert obj.read_text() == 'tampered\n'                                  # reported, not silently re-cached
     r = mlwb(root, 'monitor', '--no-run')
-    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'the champion v1 has an altered file data/model.pth' in r.stderr, r.stderr
+    assert r.returncode == 1 and r.stderr.count('\n') == 1 and 'the champion v1 has an altered file artifacts/weights.pt' in r.stderr, r.stderr
     # promote a sound version: the broken champion is not kept as `previous`, with a one-line warning
     r = mlwb(root, 'promote', '2', '--reason', 'v1 is broken', check=True)
     assert 'mlwb: warning: digits-classifier version 1 (the champion being replaced) has an altered file' in r.stderr, r.stderr

@@ -33,14 +33,14 @@ def test_tampered_model_is_refused(tmp_path):
     import mlflow
     mlflow.set_tracking_uri(load_config(root, env={}).tracking_uri)
     src = mlflow.MlflowClient().get_model_version_download_uri('digits-classifier', '2')
-    pth = Path(src.removeprefix('file://'))/'data'/'model.pth'
+    pth = Path(src.removeprefix('file://'))/'artifacts'/'weights.pt'
     good = pth.read_bytes()
     assert 'LOADED' in py(LOAD, root).stdout
     pth.write_bytes(good[:-8] + b'\x00' * 8)   # same size, altered bytes
     r = sh(['mlwb', 'promote', '2', '--reason', 'looks better'], root, check=False)
-    assert r.returncode == 1 and 'has an altered file data/model.pth' in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.returncode == 1 and 'has an altered file artifacts/weights.pt' in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     out = py(LOAD, root).stdout
-    assert 'REFUSED' in out and 'data/model.pth differ from the sha256 recorded at registration' in out, out
+    assert 'REFUSED' in out and 'artifacts/weights.pt differ from the sha256 recorded at registration' in out, out
     assert "'champion': 1" in sh(['mlwb', 'history'], root).stdout   # no alias moved
     pth.write_bytes(good)
     assert sh(['mlwb', 'promote', '2', '--reason', 'restored'], root).returncode == 0
