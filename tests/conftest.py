@@ -78,6 +78,12 @@ def tutorial_cells(tutorial_runs, name: str) -> list:
     if isinstance(nb, Exception): raise nb
     return [c for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
 
+def tutorial_cell(tutorial_runs, name: str, code: str) -> dict:
+    "The executed code cell of tutorial `name` whose source contains `code` (exactly one)."
+    found = [c for c in tutorial_cells(tutorial_runs, name) if code in ''.join(c['source'])]
+    assert len(found) == 1, (code, len(found))
+    return found[0]
+
 def cell_text(cell) -> str:
     "Everything a cell printed or displayed as text."
     return ''.join(''.join(o.get('text', '') or o.get('data', {}).get('text/plain', '')) for o in cell['outputs'])

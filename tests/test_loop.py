@@ -5,7 +5,7 @@ twice. These tests check what that run left and go on from there: the gate rerun
 log. The first pipeline run's champion and card are read from the session's `project` run."""
 import ast, json
 import pytest
-from conftest import sh, py, tutorial_root, tutorial_cells, cell_text
+from conftest import sh, py, tutorial_root, tutorial_cell, cell_text
 
 OPERATE = '04_operate.ipynb'
 
@@ -16,9 +16,7 @@ def ops(tutorial_runs):
 
 def cell(tutorial_runs, code: str) -> dict:
     "The executed tutorial cell whose source contains `code`."
-    found = [c for c in tutorial_cells(tutorial_runs, OPERATE) if code in ''.join(c['source'])]
-    assert len(found) == 1, (code, len(found))
-    return found[0]
+    return tutorial_cell(tutorial_runs, OPERATE, code)
 
 def roles(root) -> dict: return json.loads(sh(['mlwb', 'history', '--json'], root).stdout)['roles']
 

@@ -4,7 +4,7 @@ copy of the repo: `mlwb serve`, labelled traffic (askew images) -> `mlwb served-
 -> `mlwb serve --stop`. These tests read what that run left; no second server or pipeline runs."""
 import json
 import pytest
-from conftest import sh, py, tutorial_root, tutorial_cells, cell_text
+from conftest import sh, py, tutorial_root, tutorial_cell, cell_text
 
 SERVE = '05_serve.ipynb'
 
@@ -13,11 +13,9 @@ def ops(tutorial_runs):
     "The repo copy where tutorial 05 ran."
     return tutorial_root(tutorial_runs, SERVE)
 
-def cell(tutorial_runs, code:str) -> dict:
+def cell(tutorial_runs, code: str) -> dict:
     "The executed tutorial cell whose source contains `code`."
-    found = [c for c in tutorial_cells(tutorial_runs, SERVE) if code in ''.join(c['source'])]
-    assert len(found) == 1, (code, len(found))
-    return found[0]
+    return tutorial_cell(tutorial_runs, SERVE, code)
 
 def frame(root, code:str) -> dict:
     "Run `code` (which sets `out`, a JSON-able value) in the repo copy; its value."
