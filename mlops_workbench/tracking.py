@@ -155,7 +155,7 @@ def weights_sha256(model, # a torch module
         h.update(a.flatten().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
-def log_torch_model(model, # a workbench network (`train.MLP` or `train.SmallCNN`)
+def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.SmallCNN`)
                     X_example, # a few input rows (numpy, in feature order)
                     run_id:str, # the run to log into
                     cfg:Config|None=None,
@@ -222,17 +222,11 @@ def _check_files(version, cfg:Config):
 
 MODEL_FILES = ('artifacts/' + 'config.json', 'artifacts/' + 'weights.pt')   # a logged model's config and weights
 
-def _build_train_net(arch:dict):
-    "`train`'s own network for a JSON architecture (so callers get `train.MLP`/`train.SmallCNN`, with `features()`)."
-    from mlops_workbench.train import MODELS
-    if arch.get('kind') not in MODELS: raise ValueError(f"unknown model kind {arch.get('kind')!r}")
-    return MODELS[arch['kind']](**arch['args'])
-
 def _load_files(d:Path, where:str, device:str):
     "The network in folder `d` (a logged model) from its config and weights; an old pickled model is refused."
     from mlops_workbench import servable
     conf, weights = (d/f for f in MODEL_FILES)
-    if conf.exists(): return servable.load_net(conf, weights, builder=_build_train_net)[0].to(device).eval()
+    if conf.exists(): return servable.load_net(conf, weights)[0].to(device).eval()
     if (d/'data'/'model.pth').exists():
         if os.environ.get('MLWB_ALLOW_PICKLE_MODELS') != '1':
             raise ValueError(f"{where} is an old pickled model, not loaded because unpickling can run any code: "
