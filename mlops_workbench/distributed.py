@@ -135,39 +135,40 @@ def ray_runtime(num_cpus:int|None=None, # CPUs of a local runtime (default: all)
     address, tmp = address or ray_address(), None
     kw = dict(runtime_env={'env_vars': {k: os.environ[k] for k in RAY_ENV}}, logging_level='ERROR', log_to_driver=True,
               configure_logging=True)
-    with contextlib.ExitStack() as stack:
-        if not address or _is_loopback(address): stack.enter_context(_on_loopback())
-        if address:
-            stack.enter_context(ray_token_auth())   # the user's token; RAY_AUTH_MODE=disabled opts out
-            try: ray.init(address=address, **kw)
-            except Exception as e:
-                if 'no authentication token' not in str(e): raise
-                raise RuntimeError(f"RAY_ADDRESS={address}: Ray token auth is on but no token was found: set "
-                                   "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (the cluster's `ray get-auth-token`), "
-                                   "or RAY_AUTH_MODE=disabled for a cluster without auth") from None
-        else:
-            if num_gpus is None:
-                import torch
-                num_gpus = torch.cuda.device_count()
-            clean_stale('mlwb-ray-*', '/tmp')
-            local = dict(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
-                         dashboard_host='127.0.0.1', _node_ip_address='127.0.0.1')
-            for attempt in range(3):   # on a loaded machine the raylet may miss Ray's fixed 30 s registration window
-                tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: Ray's socket paths fit in 107 bytes
-                _mark_owner(tmp)
-                try:
-                    stack.enter_context(ray_token_auth(new_ray_token(tmp)))   # this runtime's own token (0600)
-                    ray.init(_temp_dir=tmp, **local, **kw)
-                    break
+    try:
+        with contextlib.ExitStack() as stack:
+            if not address or _is_loopback(address): stack.enter_context(_on_loopback())
+            if address:
+                stack.enter_context(ray_token_auth())   # the user's token; RAY_AUTH_MODE=disabled opts out
+                try: ray.init(address=address, **kw)
                 except Exception as e:
-                    with contextlib.suppress(Exception): ray.shutdown()
-                    stop_cluster(tmp)   # whatever that attempt started
-                    if 'timed out during startup' not in str(e) or attempt == 2: raise
-                    print(f"Ray did not start in time (attempt {attempt+1} of 3); retrying", flush=True)
-        try: yield ray
-        finally:
-            ray.shutdown()
-            if tmp: shutil.rmtree(tmp, ignore_errors=True)
+                    if 'no authentication token' not in str(e): raise
+                    raise RuntimeError(f"RAY_ADDRESS={address}: Ray token auth is on but no token was found: set "
+                                       "RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (the cluster's `ray get-auth-token`), "
+                                       "or RAY_AUTH_MODE=disabled for a cluster without auth") from None
+            else:
+                if num_gpus is None:
+                    import torch
+                    num_gpus = torch.cuda.device_count()
+                clean_stale('mlwb-ray-*', '/tmp')
+                local = dict(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, include_dashboard=False,
+                             dashboard_host='127.0.0.1', _node_ip_address='127.0.0.1')
+                for attempt in range(3):   # on a loaded machine the raylet may miss Ray's fixed 30 s window
+                    tmp = tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp')   # short: socket paths fit in 107 bytes
+                    _mark_owner(tmp)
+                    try:
+                        stack.enter_context(ray_token_auth(new_ray_token(tmp)))   # this runtime's own token (0600)
+                        ray.init(_temp_dir=tmp, **local, **kw)
+                        break
+                    except Exception as e:
+                        with contextlib.suppress(Exception): ray.shutdown()
+                        stop_cluster(tmp)   # whatever that attempt started
+                        if 'timed out during startup' not in str(e) or attempt == 2: raise
+                        print(f"Ray did not start in time (attempt {attempt+1} of 3); retrying", flush=True)
+            try: yield ray
+            finally: ray.shutdown()
+    finally:   # the runtime's folder (and token) go last, once Ray reads the restored auth environment
+        if tmp: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/07_distributed.ipynb #e2c68bbe
 BACKENDS = ('auto', 'local', 'ray')
