@@ -149,6 +149,19 @@ def test_serve_asks_for_its_bearer_token(servers):
     assert status == 200 and '"predictions"' in body, body[-300:]
     assert SERVE_TOKEN not in servers['logs']['serve'].read_text()
 
+def test_edge_devices_send_the_token(servers, monkeypatch):
+    "An edge device polling the server's channel (`edge.fetch`) gets through with MLWB_SERVE_TOKEN, and 401 without."
+    import urllib.error
+    from mlops_workbench.edge import fetch
+    ch = servers['root']/'edge'/'channel'; ch.mkdir(parents=True, exist_ok=True)
+    (ch/'LATEST.json').write_text('{"version": 0}')
+    url = f"http://127.0.0.1:{servers['ports']['serve']}/edge"
+    monkeypatch.delenv('MLWB_SERVE_TOKEN', raising=False)
+    with pytest.raises(urllib.error.HTTPError) as e: fetch(url, 'LATEST.json')
+    assert e.value.code == 401
+    monkeypatch.setenv('MLWB_SERVE_TOKEN', SERVE_TOKEN)
+    assert fetch(url, 'LATEST.json') == b'{"version": 0}'
+
 TRAVERSAL = ('/../outside.txt', '/%2e%2e/outside.txt', '/..%2foutside.txt', '/%2e%2e%2foutside.txt',
              '/version/../../outside.txt', '/version/..%2f..%2foutside.txt', '/docs/%2e%2e/%2e%2e/outside.txt',
              '/openapi.json/..%2f..%2f..%2fetc%2fpasswd', '/predict%00', '/version%00.json', '//etc/passwd',
