@@ -199,6 +199,19 @@ def test_mlflow_artifact_routes_refuse_traversal(servers):
     status, _ = raw(port, 'GET', '/api/2.0/mlflow/experiments/search?max_results=1', {'Host': 'evil.example'})
     assert status in (400, 403), status
 
+def test_lab_asks_for_its_token_and_stays_in_its_root(servers):
+    "JupyterLab (`make lab`): nothing without its token; with it, nothing outside the project's root."
+    port, tok = servers['ports']['lab'], servers['env']['JUPYTER_TOKEN']
+    for path in ('/files/outside.txt', '/api/contents/outside.txt', '/api/contents/params.yaml?content=1'):
+        status, body = raw(port, 'GET', path)
+        assert status in (302, 401, 403) and SECRET not in body and 'prepare:' not in body, (path, status, body[-300:])
+    assert raw(port, 'GET', '/api/contents/outside.txt', {'Authorization': f'token {tok}'})[0] == 200   # the token works
+    for path in ('/files/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd', '/files/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd',
+                 '/api/contents/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd', '/api/contents/%2fetc%2fpasswd',
+                 '/files/file:%2f%2f%2fetc%2fpasswd', '/files/outside.txt%00.png'):
+        status, body = raw(port, 'GET', path, {'Authorization': f'token {tok}'})
+        assert status >= 400 and 'root:x:0:0' not in body, (path, status, body[-300:])
+
 def test_milvus_server_asks_for_its_token(servers):
     env = {**servers['env'], 'MILVUS_URI': f"http://127.0.0.1:{servers['ports']['milvus']}"}
     code = 'from mlops_workbench.vectors import connect\nprint(connect().list_collections())'
