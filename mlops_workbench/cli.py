@@ -83,15 +83,29 @@ def cmd_search(args):
     return 0
 
 # %% ../nbs/90_cli.ipynb #d6bfae96
+_MILVUS_MAIN = """# milvus-lite server, with the workbench's token check (vectors.milvus_server)
+import os, signal, sys, threading
+from mlops_workbench.vectors import milvus_server
+server, db, port = milvus_server(sys.argv[1], sys.argv[2], int(sys.argv[3]), os.environ.get('MILVUS_TOKEN') or None)
+stop = threading.Event()
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, lambda *_: stop.set())
+while not stop.wait(1): pass
+server.stop(5).wait()
+db.close()
+"""
+
 def cmd_milvus_server(args):
-    "Serve the Milvus Lite data directory to many processes (then set MILVUS_URI=http://HOST:PORT)."
+    "Serve the Milvus Lite data directory to many processes (MILVUS_URI=http://HOST:PORT); MILVUS_TOKEN: asked."
     from mlops_workbench.vectors import lock_store
     cfg = load_config()
     if not cfg.milvus_lite: raise ValueError(f"MILVUS_URI={cfg.milvus_uri} is already a server")
     lock_store(cfg, 0)
-    exe = shutil.which('milvus-lite', path=_env_with_this_python()['PATH'])
-    print(f"serving {cfg.milvus_uri} on http://{args.host}:{args.port}; in other shells: export MILVUS_URI=http://{args.host}:{args.port}", flush=True)
-    return _serve([exe, 'server', '--data-dir', cfg.milvus_uri, '--host', args.host, '--port', str(args.port)])
+    url = f"http://{args.host}:{args.port}"
+    auth = ("every client must pass the same MILVUS_TOKEN" if cfg.milvus_token else
+            "no token asked: set MILVUS_TOKEN to require one")
+    print(f"serving {cfg.milvus_uri} on {url} ({auth}); in other shells: export MILVUS_URI={url}", flush=True)
+    return _serve([sys.executable, '-c', _MILVUS_MAIN, cfg.milvus_uri, args.host, str(args.port)],
+                  _env_with_this_python())   # the token goes by the environment, never on a command line
 
 def _serve(cmd:list, env:dict|None=None) -> int:
     "Run a server in the foreground; SIGTERM/SIGHUP/Ctrl-C stop it, and it dies with this process (Linux)."

@@ -63,7 +63,11 @@ def fetch(channel:str|Path, # the channel folder or URL
     "Read a file of the channel; a missing one raises `FileNotFoundError` naming it."
     where = f"{str(channel).rstrip('/')}/{name}"
     try:
-        src = urllib.request.urlopen(where, timeout=timeout) if _is_url(channel) else open(Path(channel)/name, 'rb')
+        if _is_url(channel):
+            token = os.environ.get('MLWB_SERVE_TOKEN')   # a server started with a token asks devices for it too
+            req = urllib.request.Request(where, headers={'Authorization': f'Bearer {token}'} if token else {})
+            src = urllib.request.urlopen(req, timeout=timeout)
+        else: src = open(Path(channel)/name, 'rb')
     except urllib.error.HTTPError as e:
         if e.code == 404: raise FileNotFoundError(f"{where}: not in the channel") from None
         raise

@@ -6,8 +6,8 @@
 __all__ = ['KEY_ENV', 'KEY_FILE_ENV', 'EMAIL_RE', 'PHONE_RES', 'PHONE_RE', 'ACTIONS', 'ENC_SUFFIX', 'MAGIC', 'SECRET_NAME',
            'SKIP_DIRS', 'SecureError', 'KeyMissing', 'parse_key', 'new_key', 'load_key', 'derive_key', 'pseudonym',
            'pseudonymize_array', 'scrub_text', 'scrub_array', 'check_personal', 'encrypt_bytes', 'decrypt_bytes',
-           'encrypt_file', 'decrypt_file', 'memory_file', 'SecureReader', 'secure_reader', 'check_prepare',
-           'secret_values', 'count_in_stream', 'ScanReport', 'scan']
+           'sealer', 'unsealer', 'encrypt_file', 'decrypt_file', 'memory_file', 'SecureReader', 'secure_reader',
+           'check_prepare', 'secret_values', 'count_in_stream', 'ScanReport', 'scan']
 
 # %% ../nbs/21_secure.ipynb #19c2e76a
 import base64, binascii, contextlib, hashlib, hmac, json, os, re, stat
@@ -163,6 +163,18 @@ def decrypt_bytes(blob:bytes, # what `encrypt_bytes` made
     try: return AESGCM(derive_key(key, 'encrypt')).decrypt(nonce, body, MAGIC)
     except InvalidTag:
         raise SecureError(f"{name}: cannot decrypt: wrong key, or the file was altered or truncated") from None
+
+# %% ../nbs/21_secure.ipynb #6a4415ab
+def sealer(key:bytes, # the master key (from `load_key`)
+          ): # bytes -> bytes
+    "A function that encrypts bytes with `encrypt_bytes` under `key` (for writers that must not import this module)."
+    return lambda data: encrypt_bytes(data, key)
+
+def unsealer(key:bytes, # the master key (from `load_key`)
+             name:str='<data>', # the file's name, for messages
+            ): # bytes -> bytes
+    "A function that checks and decrypts what `sealer` made (a wrong key or an altered blob: `SecureError`)."
+    return lambda blob: decrypt_bytes(blob, key, name)
 
 # %% ../nbs/21_secure.ipynb #6ef7dda0
 def encrypt_file(path:str|Path, # the plaintext file

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['FIELDS', 'INDEX', 'SEARCH_EF', 'INDEX_TYPES', 'MAX_TEXT', 'VectorStoreBusy', 'NotInStore', 'connect', 'lock_store',
-           'VectorInputError', 'VectorStoreError', 'collection_name', 'index_spec', 'create_collection',
-           'collection_dim', 'check_embeddings', 'existing_ids', 'build_index', 'insert_embeddings', 'store_embeddings',
-           'open_collection', 'search', 'get_vectors', 'count']
+           'milvus_server', 'VectorInputError', 'VectorStoreError', 'collection_name', 'index_spec',
+           'create_collection', 'collection_dim', 'check_embeddings', 'existing_ids', 'build_index',
+           'insert_embeddings', 'store_embeddings', 'open_collection', 'search', 'get_vectors', 'count']
 
 # %% ../nbs/05_vectors.ipynb #d6f79c23
 import os, re, sys, time
@@ -32,6 +32,16 @@ def _lock_lite(path:Path, wait:float):
     f.__enter__()
     _LOCKS[str(lock)] = f   # held until this process exits, like Milvus Lite's own hold on the directory
 
+def _unauthenticated(e:BaseException) -> bool:
+    "Whether an error, or one in its chain, is a gRPC UNAUTHENTICATED refusal."
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        code = getattr(e, 'code', None)   # grpc's RpcError.code() (pymilvus's own `code` is an int)
+        if callable(code) and 'UNAUTHENTICATED' in str(code()): return True
+        e = e.__cause__ or e.__context__
+    return False
+
 def connect(cfg:Config|None=None, # workbench config (default: `load_config()`)
             wait:float=0, # seconds to wait for a busy Milvus Lite directory
            ):
@@ -42,7 +52,12 @@ def connect(cfg:Config|None=None, # workbench config (default: `load_config()`)
     if cfg.milvus_lite:
         path = Path(cfg.milvus_uri); _lock_lite(path, wait)
         client = MilvusClient(str(path))
-    else: client = MilvusClient(uri=cfg.milvus_uri, token=cfg.milvus_token or '')
+    else:
+        try: client = MilvusClient(uri=cfg.milvus_uri, token=cfg.milvus_token or '')
+        except Exception as e:
+            if not _unauthenticated(e): raise
+            how = 'MILVUS_TOKEN does not match' if cfg.milvus_token else 'set MILVUS_TOKEN'
+            raise PermissionError(f"MILVUS_URI={cfg.milvus_uri}: the server refused the token ({how})") from None
     client._mlwb_uri = cfg.milvus_uri; _CLIENTS[cfg.milvus_uri] = client
     return client
 
@@ -55,6 +70,46 @@ def lock_store(cfg:Config|None=None, # workbench config (default: `load_config()
     if not cfg.milvus_lite: raise ValueError(f"MILVUS_URI={cfg.milvus_uri} is a server: there is no directory to lock")
     _lock_lite(Path(cfg.milvus_uri), wait)
     return Path(cfg.milvus_uri)
+
+# %% ../nbs/05_vectors.ipynb #621ead63
+def _token_check(token:str): # a grpc.ServerInterceptor
+    "A gRPC server interceptor that refuses (UNAUTHENTICATED) every call whose `authorization` is not `token`'s."
+    import base64, grpc, hmac
+    want = base64.b64encode(token.encode())   # what pymilvus sends for `MilvusClient(token=...)`
+    def deny(request, context): context.abort(grpc.StatusCode.UNAUTHENTICATED, 'missing or wrong Milvus token')
+    class TokenCheck(grpc.ServerInterceptor):
+        def intercept_service(self, continuation, details):
+            got = dict(details.invocation_metadata or ()).get('authorization', '')
+            got = got.encode() if isinstance(got, str) else got
+            return continuation(details) if hmac.compare_digest(got, want) else grpc.unary_unary_rpc_method_handler(deny)
+    return TokenCheck()
+
+def milvus_server(data_dir:str|Path, # the Milvus Lite data directory to serve
+                  host:str='127.0.0.1', # interface to listen on (loopback unless asked)
+                  port:int=19530, # 0: a free port
+                  token:str|None=None, # every call must carry it (`MilvusClient(token=...)`); None: no check
+                  max_workers:int=10, # request threads
+                 ) -> tuple: # (grpc server, Milvus Lite db, port): stop with `server.stop(5).wait()` then `db.close()`
+    "A started Milvus Lite gRPC server on `data_dir` (milvus-lite's own, plus the token check it lacks)."
+    import grpc
+    from concurrent import futures
+    from milvus_lite.db import MilvusLite
+    from milvus_lite.adapter.grpc.servicer import MilvusServicer
+    from pymilvus.grpc_gen import milvus_pb2_grpc
+    big = 256 * 1024 * 1024   # milvus-lite's server message limits
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers),
+                         interceptors=[_token_check(token)] if token else None,
+                         options=[('grpc.max_receive_message_length', big), ('grpc.max_send_message_length', big),
+                                  ('grpc.so_reuseport', 0)])   # gRPC would share a taken port with its holder
+    db = MilvusLite(str(data_dir))
+    milvus_pb2_grpc.add_MilvusServiceServicer_to_server(MilvusServicer(db), server)
+    try: bound = server.add_insecure_port(f'{host}:{port}')
+    except RuntimeError: bound = 0
+    if not bound:
+        db.close()
+        raise OSError(f"{host}:{port}: cannot listen there (is the port taken?)")
+    server.start()
+    return server, db, bound
 
 # %% ../nbs/05_vectors.ipynb #15c71af1
 class VectorInputError(ValueError):
