@@ -184,6 +184,7 @@ def _used_columns(names:list, feats:list, schema:Schema) -> list:
     used = set(feats) | {schema.label} | ({schema.id_col} if schema.id_col else set())
     return [c for c in names if c in used]
 
+# %% ../nbs/01_data.ipynb #8756c1fa
 def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                 schema:Schema, # expected columns
                 delimiter:str=',', # CSV field delimiter
@@ -256,6 +257,7 @@ def open_chunks(path:str|Path, # a .csv/.tsv/.txt or .parquet file
         finally: src.close()
     return feats, used, estimate, batches()
 
+# %% ../nbs/01_data.ipynb #24ce0048
 def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
                delimiter:str=',', # CSV field delimiter
               ) -> pd.DataFrame:
@@ -563,6 +565,7 @@ def _check_classes(clean:pd.DataFrame, schema:Schema, name:str):
         raise DataFileError(f"{name}: field '{schema.label}': {len(classes)} class(es) {sorted(classes.tolist())[:3]} "
                             f"in {len(clean)} valid rows; a classifier needs at least 2")
 
+# %% ../nbs/01_data.ipynb #ca9cac5b
 def _read_ahead(it, # an iterator (of chunks)
                 depth:int=1, # items read ahead of the consumer (each is one chunk: memory stays bounded)
                 wait:float=600, # seconds to wait for the next item before giving up with a message
@@ -598,6 +601,7 @@ def _read_ahead(it, # an iterator (of chunks)
         stop.set()
         t.join(timeout=wait)
 
+# %% ../nbs/01_data.ipynb #579932a4
 QUARANTINE_ENC = '.enc'   # an encrypted quarantine file's suffix (`secure.ENC_SUFFIX`)
 
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
@@ -662,6 +666,7 @@ def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relati
     if quarantine is not None: rejected = rejected.head(keep)
     return Ingested(clean, rejected, v.n_rows, v.n_rejected, schema, qfile, pos if split is not None else None)
 
+# %% ../nbs/01_data.ipynb #1f4e260d
 def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
            schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)
            root:str|Path='.', # project root for relative paths
@@ -712,6 +717,7 @@ def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
     pos = split_positions(df['label'].to_numpy(), df['id'].to_numpy(), test_size, val_size, seed)
     return {k: df.take(v).reset_index(drop=True) for k, v in pos.items()}
 
+# %% ../nbs/01_data.ipynb #16c679ad
 def _hash_header(name:str, df:pd.DataFrame, n:int) -> bytes:
     "What the fingerprint hashes before a split's rows."
     return f"{name}|{list(df.columns)}|{[str(t) for t in df.dtypes]}|{n}".encode()
@@ -736,6 +742,7 @@ def replace_dir(tmp:Path, dest:Path):
     os.replace(tmp, dest)
     if old: shutil.rmtree(old, ignore_errors=True)
 
+# %% ../nbs/01_data.ipynb #1f1634cb
 def _meta(meta:dict, fp:str, counts:dict, columns:list) -> dict:
     "The metadata written beside the splits."
     return {**meta, 'fingerprint': fp, 'counts': counts, 'features': [c for c in columns if c not in ('id', 'label')]}
@@ -797,6 +804,7 @@ def save_split(clean:pd.DataFrame, # the clean rows
         raise
     return meta
 
+# %% ../nbs/01_data.ipynb #23fd3b44
 def load_prepared(out_dir:str|Path, # folder written by `save_prepared`
                  ) -> tuple: # (splits dict, meta dict)
     "Read the prepared splits and their metadata."
