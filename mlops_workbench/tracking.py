@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['TAG_STAGE', 'TAG_COMMIT', 'TAG_DATA', 'TAG_FILES_SHA', 'MODEL_FILES', 'TAG_PARENT', 'TAG_TRIAL', 'ensure_store',
-           'get_client', 'flatten', 'log_dataset', 'stage_run', 'log_metrics', 'weights_sha256', 'log_torch_model',
-           'artifact_hashes', 'ModelTampered', 'load_torch_model', 'log_artifact', 'log_figure', 'recorded_runs',
-           'attach_copy', 'log_run_json', 'run_json', 'child_runs', 'start_child_run', 'end_run']
+           'get_client', 'flatten', 'log_dataset', 'stage_run', 'log_metrics', 'quiet_downloads', 'weights_sha256',
+           'log_torch_model', 'artifact_hashes', 'ModelTampered', 'load_torch_model', 'log_artifact', 'log_figure',
+           'recorded_runs', 'attach_copy', 'log_run_json', 'run_json', 'child_runs', 'start_child_run', 'end_run']
 
 # %% ../nbs/03_tracking.ipynb #635b3efe
 import contextlib, hashlib, json, os, sqlite3, time
@@ -144,6 +144,16 @@ def log_metrics(client, run_id:str, # the run
     return len(pts)
 
 # %% ../nbs/03_tracking.ipynb #e6ea7afe
+@contextlib.contextmanager
+def quiet_downloads():
+    "No MLflow download progress bar inside the block (reports and docs would show it); the setting is restored after."
+    old = os.environ.get('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR')
+    os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = 'false'
+    try: yield
+    finally:
+        if old is None: os.environ.pop('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', None)
+        else: os.environ['MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR'] = old
+
 def weights_sha256(model, # a torch module
                   ) -> str: # hex digest
     "The sha256 of a model's weights (names, dtypes, shapes and bytes of its `state_dict`), independent of pickling."
@@ -178,7 +188,7 @@ def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.Sm
         X = pd.DataFrame(np.asarray(X_example, dtype='float64'), columns=conf['features'])
         code = Path(d)/'servable.py'
         code.write_text(servable.model_code())
-        with mlflow.start_run(run_id=run_id):
+        with mlflow.start_run(run_id=run_id), quiet_downloads():   # MLflow loads the model back to check it
             return mlflow.pyfunc.log_model(name='model', python_model=str(code), artifacts=files, input_example=X,
                                            signature=infer_signature(X, servable.predict_frame(net, conf, X)),
                                            pip_requirements=reqs)
@@ -198,7 +208,7 @@ def artifact_hashes(uri:str, # an artifact URI (e.g. a model version's storage l
     p = _local(uri)
     if p is not None: return walk(p) if p.is_dir() else {}
     import mlflow.artifacts
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, quiet_downloads():
         return walk(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d)))
 
 TAG_FILES_SHA = 'mlwb.files_sha256'   # set by `registry` on every version: file -> sha256 at registration
@@ -251,7 +261,7 @@ def load_torch_model(version:str|int, # registered version number
         uri = get_client(cfg).get_model_version_download_uri(cfg.model_name, str(version))
         local = _local(uri)
         if local is not None: return _load_files(local, where, device)
-        with tempfile.TemporaryDirectory() as d:
+        with tempfile.TemporaryDirectory() as d, quiet_downloads():
             return _load_files(Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=d)), where, device)
     except (MlflowException, OSError, ValueError, RuntimeError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
@@ -302,11 +312,10 @@ def run_json(run_id:str, # the run
              cfg:Config|None=None):
     "A JSON artifact of a run, or None when the run has no artifact at `path`; every other failure raises."
     import tempfile
-    os.environ.setdefault('MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR', 'false')   # one small file: no progress bar
     client = get_client(cfg or load_config())
     folder = path.rsplit('/', 1)[0] if '/' in path else None
     if path not in {a.path for a in client.list_artifacts(run_id, folder)}: return None
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, quiet_downloads():   # one small file: no progress bar
         p = Path(client.download_artifacts(run_id, path, d))
         try: return json.loads(p.read_text(encoding='utf-8'))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
