@@ -90,8 +90,15 @@ server, db, port = milvus_server(sys.argv[1], sys.argv[2], int(sys.argv[3]), os.
 stop = threading.Event()
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, lambda *_: stop.set())
 while not stop.wait(1): pass
-server.stop(5).wait()
-db.close()
+server.stop(5).wait(10)
+# close() drains milvus-lite's background compaction and index builds: bounded, so a stop never hangs (the data is
+# flushed before that drain; an unfinished index is rebuilt at the next load)
+closer = threading.Thread(target=db.close, daemon=True)
+closer.start()
+closer.join(60)
+if closer.is_alive():
+    print('milvus-server: index work still running 60 s after the stop; exiting without it', file=sys.stderr)
+os._exit(1 if closer.is_alive() else 0)   # milvus-lite's worker threads would otherwise hold the interpreter's exit
 """
 
 def cmd_milvus_server(args):
@@ -107,17 +114,29 @@ def cmd_milvus_server(args):
     return _serve([sys.executable, '-c', _MILVUS_MAIN, cfg.milvus_uri, args.host, str(args.port)],
                   _env_with_this_python())   # the token goes by the environment, never on a command line
 
-def _serve(cmd:list, env:dict|None=None) -> int:
+def _serve(cmd:list, env:dict|None=None,
+           stop_s:float=90, # after SIGTERM/SIGHUP/Ctrl-C, seconds before the server is killed
+          ) -> int:
     "Run a server in the foreground; SIGTERM/SIGHUP/Ctrl-C stop it, and it dies with this process (Linux)."
     import signal
     def bind_to_parent():   # the child gets SIGTERM when this process dies, even by SIGKILL
         with contextlib.suppress(Exception):
             import ctypes; ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
     p = subprocess.Popen(cmd, env=env, preexec_fn=bind_to_parent)
-    def stop(signum, frame): p.terminate()
+    asked = []   # when a stop was asked: the server then gets `stop_s` seconds before it is killed
+    def stop(signum, frame):
+        asked.append(time.monotonic())
+        p.terminate()
     old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try: return p.wait()
-    except KeyboardInterrupt: p.terminate(); return p.wait()
+    try:
+        while True:
+            try: return p.wait(timeout=1)
+            except KeyboardInterrupt: stop(signal.SIGINT, None)
+            except subprocess.TimeoutExpired:
+                if asked and time.monotonic() - asked[0] > stop_s:
+                    print(f"mlwb: the server did not stop {stop_s:g} s after it was asked to; killed", file=sys.stderr)
+                    p.kill()
+                    return p.wait()
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
