@@ -173,7 +173,7 @@ def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.Sm
                     classes:list|None=None, # class labels in output order (default 0, 1, ...)
                    ): # MLflow's `ModelInfo`
     "Log `model` as a self-contained pyfunc (`servable`: config + weights_only state_dict); nothing is registered."
-    import tempfile, mlflow, mlflow.pyfunc, numpy as np, pandas as pd, torch
+    import tempfile, warnings, mlflow, mlflow.pyfunc, numpy as np, pandas as pd, torch
     from mlflow.models import infer_signature
     from mlops_workbench import servable
     cfg = cfg or load_config()
@@ -188,10 +188,12 @@ def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.Sm
         X = pd.DataFrame(np.asarray(X_example, dtype='float64'), columns=conf['features'])
         code = Path(d)/'servable.py'
         code.write_text(servable.model_code())
+        with warnings.catch_warnings():   # MLflow's hint about missing values in integer columns: labels are never missing
+            warnings.filterwarnings('ignore', message='Hint: Inferred schema contains integer column')
+            signature = infer_signature(X, servable.predict_frame(net, conf, X))
         with mlflow.start_run(run_id=run_id), quiet_downloads():   # MLflow loads the model back to check it
             return mlflow.pyfunc.log_model(name='model', python_model=str(code), artifacts=files, input_example=X,
-                                           signature=infer_signature(X, servable.predict_frame(net, conf, X)),
-                                           pip_requirements=reqs)
+                                           signature=signature, pip_requirements=reqs)
 
 def _local(uri:str) -> Path|None:
     "The local path of a `file:` URI or a bare path, None for a remote URI."
