@@ -396,10 +396,15 @@ def read_log(folder:str|Path, # the log's folder
     "Every row of one stream of the prediction log (oldest segment first); an empty frame when there is none."
     import pandas as pd
     segs = log_segments(folder, kind)
+    key = _log_key(segs, key)
+    return pd.concat([read_segment(p, key) for p in segs], ignore_index=True) if segs else pd.DataFrame()
+
+def _log_key(segs:list, key:bytes|None=None) -> bytes|None:
+    "The key for these segments, read once (None when none is encrypted)."
     if key is None and any(p.name.endswith(ENC) for p in segs):
         from mlops_workbench.secure import load_key
         key = load_key(why='reading the encrypted prediction log')
-    return pd.concat([read_segment(p, key) for p in segs], ignore_index=True) if segs else pd.DataFrame()
+    return key
 
 # %% ../nbs/18_serve.ipynb #5f8fae88
 def log_to_batch(cfg:Config|None=None, # workbench config
@@ -415,7 +420,8 @@ def log_to_batch(cfg:Config|None=None, # workbench config
     taken = {s for side in sides for s in read_json(side).get('segments', [])}
     segs = [p for p in log_segments(cfg.path(*LOG_DIR)) if p.name not in taken]
     if not segs: return None
-    df = pd.concat([read_segment(p) for p in segs], ignore_index=True)
+    key = _log_key(segs)   # read once, not once per segment
+    df = pd.concat([read_segment(p, key) for p in segs], ignore_index=True)
     meta = read_json(cfg.path('data', 'prepared', 'meta.json'))
     ids = pd.DataFrame({'id': df['request_id'] + '-' + df['row'].astype(str)})
     out = pd.concat([ids, df[meta['features']]], axis=1)
