@@ -91,7 +91,7 @@ def test_milvus_server_shares_the_directory(project):
         r = sh(['mlwb', 'search', '--id', '1'], project, check=False)   # the directory itself is held by the server
         assert r.returncode == 1 and 'milvus-server' in r.stderr
     finally:
-        os.killpg(srv.pid, signal.SIGTERM); srv.wait(30)
+        os.killpg(srv.pid, signal.SIGTERM); srv.wait(120)   # mlwb kills its server 90 s after SIGTERM at most
         lite = [p for p in psutil.process_iter(['cmdline']) if 'milvus-lite' in ' '.join(p.info['cmdline'] or []) and str(project) in ' '.join(p.info['cmdline'] or [])]
         assert not psutil.wait_procs(lite, timeout=30)[1], 'the milvus-lite server outlived mlwb milvus-server'
 
