@@ -13,13 +13,13 @@ __all__ = ['COMMAND_GROUPS', 'EXTRAS', 'build_parser', 'cmd_run', 'cmd_stage', '
            'add_edge_commands', 'cmd_serve', 'cmd_served_batch', 'cmd_shadow', 'cmd_predict', 'cmd_explain',
            'add_serve_commands', 'main']
 
-# %% ../nbs/90_cli.ipynb #e3aed41f
+# %% ../nbs/90_cli.ipynb #51b68d93
 import argparse, contextlib, json, os, shutil, subprocess, sys, time
 from pathlib import Path
 from .config import load_config, read_json
 from .stages import env_with_this_python as _env_with_this_python   # one copy, shared with dvc_repro
 
-# %% ../nbs/90_cli.ipynb #1317d243
+# %% ../nbs/90_cli.ipynb #5fcad4be
 def build_parser(groups:list|None=None, # functions `group(add)` registering commands (default: `COMMAND_GROUPS`)
                 ) -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -38,7 +38,7 @@ def build_parser(groups:list|None=None, # functions `group(add)` registering com
     for group in COMMAND_GROUPS if groups is None else groups: group(add)
     return p
 
-# %% ../nbs/90_cli.ipynb #61a4fecd
+# %% ../nbs/90_cli.ipynb #a8b45fac
 def cmd_run(args):
     "Check every stage's params, their values and input files, then run the pipeline with `dvc repro` (what changed)."
     from mlops_workbench.stages import dvc_repro
@@ -47,7 +47,7 @@ def cmd_run(args):
     if not args.dry: check_prepare(cfg.params, cfg.root)   # a missing key stops here, before DVC touches any output
     return dvc_repro(cfg, *args.stages, force=args.force, dry=args.dry, check=False)
 
-# %% ../nbs/90_cli.ipynb #b5d6a8e4
+# %% ../nbs/90_cli.ipynb #c2bb356d
 def cmd_stage(args):
     "Run one stage notebook (this is what dvc.yaml calls) and say how long it took."
     from mlops_workbench.stages import run_stage
@@ -56,7 +56,7 @@ def cmd_stage(args):
     print(f"stage {args.stage} done in {time.monotonic() - t0:.1f} s: wrote {out.relative_to(load_config().root)}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c8f2b997
+# %% ../nbs/90_cli.ipynb #0c7b6a83
 def cmd_check(args):
     """Check every stage's params, their values and input files, DVC's lock file, and each stage's dvc.yaml deps
     against its imports."""
@@ -65,7 +65,7 @@ def cmd_check(args):
     for stage, params in check_project(load_config()).items(): print(f"{stage}: {len(params)} params ok")
     return report_stage_deps()
 
-# %% ../nbs/90_cli.ipynb #cea9587d
+# %% ../nbs/90_cli.ipynb #353b81f8
 def add_pipeline_commands(add):
     "Register run, stage and check on the parser's `add`."
     s = add('run', cmd_run, 'run the pipeline (dvc repro): only stages whose code, params or data changed')
@@ -77,7 +77,7 @@ def add_pipeline_commands(add):
     s.add_argument('--no-progress', action='store_true', help='hide the progress bar')
     add('check', cmd_check, "check params.yaml, and each stage's dvc.yaml deps, against the stage notebooks")
 
-# %% ../nbs/90_cli.ipynb #53fc6da7
+# %% ../nbs/90_cli.ipynb #7acb9e70
 def _fmt(v): return f'{v:.4f}' if isinstance(v, float) else str(v)
 
 def metrics_table(cfg=None) -> str:
@@ -91,7 +91,7 @@ def metrics_table(cfg=None) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(2)]
     return '\n'.join(f"{s:<{w[0]}}  {k:<{w[1]}}  {v}" for s, k, v in rows)
 
-# %% ../nbs/90_cli.ipynb #f9896bb4
+# %% ../nbs/90_cli.ipynb #3aaca8a3
 def cmd_metrics(args):
     "Show the latest metrics of every stage."
     cfg = load_config()
@@ -100,7 +100,7 @@ def cmd_metrics(args):
     else: print(metrics_table(cfg))
     return 0
 
-# %% ../nbs/90_cli.ipynb #342de541
+# %% ../nbs/90_cli.ipynb #23281a13
 def cmd_search(args):
     "Find the k stored examples nearest to an example id or to a row of raw features (in the champion's collection)."
     from mlops_workbench.similar import search_similar, similar_to_id, target, describe
@@ -126,7 +126,7 @@ def cmd_search(args):
               f"v{h['model_version']} (run {h['run_id'][:8]})")
     return 0
 
-# %% ../nbs/90_cli.ipynb #6c8c00c4
+# %% ../nbs/90_cli.ipynb #e0f437c6
 def add_results_commands(add):
     "Register metrics and search on the parser's `add`."
     s = add('metrics', cmd_metrics, 'show the latest metrics of every stage')
@@ -146,7 +146,7 @@ def add_results_commands(add):
                    help='search the collection of the version holding this role')
     s.add_argument('--json', action='store_true', help='print JSON')
 
-# %% ../nbs/90_cli.ipynb #c41ba7d8
+# %% ../nbs/90_cli.ipynb #6b05a16a
 _MILVUS_MAIN = """# milvus-lite server, with the workbench's token check (vectors.milvus_server)
 import os, signal, sys, threading
 from mlops_workbench.vectors import milvus_server
@@ -178,7 +178,7 @@ def cmd_milvus_server(args):
     return _serve([sys.executable, '-c', _MILVUS_MAIN, cfg.milvus_uri, args.host, str(args.port)],
                   _env_with_this_python())   # the token goes by the environment, never on a command line
 
-# %% ../nbs/90_cli.ipynb #be445b49
+# %% ../nbs/90_cli.ipynb #e4a76a8e
 def _serve(cmd:list, env:dict|None=None,
            stop_s:float=90, # after SIGTERM/SIGHUP/Ctrl-C, seconds before the server is killed
           ) -> int:
@@ -206,7 +206,7 @@ def _serve(cmd:list, env:dict|None=None,
     finally:
         for s, h in old.items(): signal.signal(s, h)
 
-# %% ../nbs/90_cli.ipynb #cb9e972d
+# %% ../nbs/90_cli.ipynb #11365d28
 def _mlflow_server(args) -> tuple:
     "The project's config, the `mlflow server` command on its store (one worker, `args.host`/`args.port`) and its env."
     from mlops_workbench.tracking import ensure_store
@@ -217,13 +217,14 @@ def _mlflow_server(args) -> tuple:
            '--host', args.host, '--port', str(args.port), '--workers', '1']
     return cfg, cmd, env
 
+# %% ../nbs/90_cli.ipynb #abbd0874
 def cmd_ui(args):
     "Start the MLflow UI on the project's store (one worker, loopback)."
     cfg, cmd, env = _mlflow_server(args)
     print(f"MLflow UI on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
     return _serve(cmd, env)
 
-# %% ../nbs/90_cli.ipynb #7837b331
+# %% ../nbs/90_cli.ipynb #51ae32ab
 def add_store_commands(add):
     "Register milvus-server and ui on the parser's `add`."
     s = add('milvus-server', cmd_milvus_server, 'serve the Milvus Lite directory so that several processes can use it')
@@ -233,7 +234,7 @@ def add_store_commands(add):
     s.add_argument('--host', default='127.0.0.1')
     s.add_argument('--port', type=int, default=5000)
 
-# %% ../nbs/90_cli.ipynb #5a4f7baa
+# %% ../nbs/90_cli.ipynb #060711ab
 def _print_records(recs:list, none_msg:str):
     from mlops_workbench.registry import format_history
     print(format_history(recs) if recs else none_msg)
@@ -247,7 +248,7 @@ def _warned(fn, *args):
     for w in ws: print(f"mlwb: warning: {w.message}", file=sys.stderr)
     return out
 
-# %% ../nbs/90_cli.ipynb #5fd0e7c4
+# %% ../nbs/90_cli.ipynb #775ad1a1
 def _publish_if_asked() -> int:
     "Publish the champion to the edge channel when params.yaml's `export.publish_on_promote` asks for it."
     from mlops_workbench.config import read_params, find_root
@@ -259,7 +260,7 @@ def _publish_if_asked() -> int:
         print(f"edge: published version {m['version']} as sequence {m['sequence']}{how}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c8560dd9
+# %% ../nbs/90_cli.ipynb #db2784aa
 def cmd_promote(args):
     "Make a version champion (the old one becomes `previous` unless broken); audited, idempotent; refuses a broken one."
     from mlops_workbench.registry import promote, aliases
@@ -268,7 +269,7 @@ def cmd_promote(args):
     print(f"roles: {aliases()}")
     return _publish_if_asked()
 
-# %% ../nbs/90_cli.ipynb #3bfb743a
+# %% ../nbs/90_cli.ipynb #fe037db8
 def cmd_rollback(args):
     "Make `previous` (or --to VERSION) champion again; audited, idempotent."
     from mlops_workbench.registry import rollback, aliases
@@ -277,7 +278,7 @@ def cmd_rollback(args):
     print(f"roles: {aliases()}")
     return _publish_if_asked()
 
-# %% ../nbs/90_cli.ipynb #417e0456
+# %% ../nbs/90_cli.ipynb #664d793d
 def cmd_history(args):
     "Print the audit log of role changes (all, or of one version) and the current roles."
     from mlops_workbench.registry import history, format_history, aliases, verify_anchored
@@ -291,7 +292,7 @@ def cmd_history(args):
     print(f"roles: {aliases(cfg)}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #02b32ac3
+# %% ../nbs/90_cli.ipynb #89b72aad
 def cmd_card(args):
     "Write the model card of a version (reports/model_cards/vN.md and .html) and log it to MLflow."
     from mlops_workbench.cards import make_card
@@ -302,7 +303,7 @@ def cmd_card(args):
     print('\n'.join(f"wrote {p.relative_to(cfg.root)}" for p in paths))
     return 0
 
-# %% ../nbs/90_cli.ipynb #8340379c
+# %% ../nbs/90_cli.ipynb #f1ec1920
 def cmd_simulate(args):
     "Write a simulated production batch to data/batches/ (drawn from the held-out test split)."
     from mlops_workbench.data import load_prepared
@@ -315,7 +316,7 @@ def cmd_simulate(args):
     print(f"wrote {p.relative_to(cfg.root)}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #dccfae46
+# %% ../nbs/90_cli.ipynb #71fd0e8b
 def cmd_monitor(args):
     "Check new batches for drift (`dvc repro monitor`) and print every batch's verdict."
     from mlops_workbench.stages import dvc_repro
@@ -342,7 +343,7 @@ def cmd_monitor(args):
     for r in reps: print(f"{r['batch']:<20} {'DRIFT' if r['drift'] else 'ok':<6} {','.join(r['families'])}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #9c7c7231
+# %% ../nbs/90_cli.ipynb #48877c0a
 def cmd_retrain(args):
     "Fold a labelled batch into the training data, rerun the pipeline (dvc repro) and print the gate's decision."
     from mlops_workbench.loop import retrain
@@ -351,7 +352,7 @@ def cmd_retrain(args):
           f"champion is v{g['champion']}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #ad45b54a
+# %% ../nbs/90_cli.ipynb #8b877757
 def cmd_loop(args):
     "The whole loop in one command: simulate a batch, check drift, retrain if it drifted, gate, promote or keep."
     from mlops_workbench.loop import run_loop
@@ -367,7 +368,7 @@ def cmd_loop(args):
     print(f"champion: v{r['champion_before']} -> v{r['champion']}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #58cbe1c9
+# %% ../nbs/90_cli.ipynb #5c6dde06
 def add_ops_commands(add):
     "Register the operations commands on the `mlwb` parser (`add(name, fn, help)` makes a subparser)."
     from mlops_workbench.batches import SCENARIOS
@@ -405,7 +406,7 @@ def add_ops_commands(add):
     s.add_argument('--no-retrain', action='store_true', help='check only')
     s.add_argument('--json', action='store_true', help='print only a JSON summary (the pipeline runs quietly)')
 
-# %% ../nbs/90_cli.ipynb #80713e32
+# %% ../nbs/90_cli.ipynb #b01043f6
 def _md5(p:Path) -> str:
     "The md5 of a file, read in chunks."
     import hashlib
@@ -438,7 +439,7 @@ def dvc_cache_problems(root:Path, # the project root
                 elif _md5(obj(m)) != m: probs.append(f"{stage}: {path}: cache object {m} is corrupted (md5 differs)")
     return probs
 
-# %% ../nbs/90_cli.ipynb #eea3fff4
+# %% ../nbs/90_cli.ipynb #6a956f03
 def doctor_checks(cfg=None) -> list:
     "Health checks of the project: [(check, ok, detail)]."
     from mlops_workbench import registry as R
@@ -459,6 +460,7 @@ def doctor_checks(cfg=None) -> list:
     out.append(('dvc cache', not probs, '; '.join(probs) or 'every dvc.lock output is in the cache with its md5'))
     return out
 
+# %% ../nbs/90_cli.ipynb #0c3da7a7
 def _vectors_check(version:int, cfg) -> tuple:
     "The champion's Milvus collection exists and holds the count its embed stage recorded."
     from mlops_workbench import vectors
@@ -472,7 +474,7 @@ def _vectors_check(version:int, cfg) -> tuple:
         return ('vectors', False, f"collection {name} cannot be read ({(str(e).splitlines() or [''])[0][:200]})")
     return ('vectors', have == int(want), f"collection {name}: {have} vectors, {int(want)} expected")
 
-# %% ../nbs/90_cli.ipynb #d65277ed
+# %% ../nbs/90_cli.ipynb #310f034c
 def cmd_doctor(args):
     "Check the champion and previous versions, the audit log, the champion's vectors and the DVC cache."
     checks = doctor_checks()
@@ -481,12 +483,13 @@ def cmd_doctor(args):
         for c, ok, d in checks: print(f"{'ok' if ok else 'FAIL':<5} {c:<10} {d}")
     return 0 if all(ok for _, ok, _ in checks) else 1
 
+# %% ../nbs/90_cli.ipynb #72ab8285
 def add_doctor_command(add):
     "Register `mlwb doctor` on the parser."
     s = add('doctor', cmd_doctor, 'check the champion and previous (load, hashes), the vectors and the DVC cache')
     s.add_argument('--json', action='store_true', help='print JSON')
 
-# %% ../nbs/90_cli.ipynb #49d076f0
+# %% ../nbs/90_cli.ipynb #5fe844b0
 def cmd_keygen(args):
     "Print a new secret key (base64), or write it to a file readable by its owner only (for MLWB_KEY_FILE)."
     from mlops_workbench.secure import new_key, _inside, SecureError
@@ -502,7 +505,7 @@ def cmd_keygen(args):
     print(f"wrote a new key to {p} (mode 600): export MLWB_KEY_FILE={p}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #c42ae1b5
+# %% ../nbs/90_cli.ipynb #8a9ba9ee
 def cmd_encrypt(args):
     "Encrypt a file with the key from MLWB_KEY / MLWB_KEY_FILE (AES-256-GCM) into FILE.enc."
     from mlops_workbench.secure import encrypt_file, load_key
@@ -511,6 +514,7 @@ def cmd_encrypt(args):
     print(f"wrote {out}" + (f"; removed {args.file}" if args.remove else ''))
     return 0
 
+# %% ../nbs/90_cli.ipynb #56e781b6
 def cmd_decrypt(args):
     "Check and decrypt FILE.enc; a wrong key or a tampered file writes nothing."
     from mlops_workbench.secure import decrypt_file, load_key
@@ -518,7 +522,7 @@ def cmd_decrypt(args):
     print(f"wrote {out}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #bb5de2b2
+# %% ../nbs/90_cli.ipynb #d19fde5e
 def cmd_scan(args):
     "Search every artifact of the project for sentinel values and secret env values; exit 1 on any hit."
     from mlops_workbench.secure import scan
@@ -533,7 +537,7 @@ def cmd_scan(args):
     else: print(rep.summary())
     return 1 if rep.hits else 0
 
-# %% ../nbs/90_cli.ipynb #f8c4f46f
+# %% ../nbs/90_cli.ipynb #34a2bbe9
 def add_security_commands(add):
     "Register keygen, encrypt, decrypt and scan on the parser's `add`."
     s = add('keygen', cmd_keygen, 'make a new secret key (for MLWB_KEY or MLWB_KEY_FILE)')
@@ -550,7 +554,7 @@ def add_security_commands(add):
     s.add_argument('--sentinels-file', help='a file of such values, one per line')
     s.add_argument('--json', action='store_true', help='print JSON')
 
-# %% ../nbs/90_cli.ipynb #93c1a7f3
+# %% ../nbs/90_cli.ipynb #925aa399
 def auth_dir(cfg) -> Path:
     "Where the auth server keeps its user store and admin password: `$MLWB_AUTH_DIR`, else ~/.mlwb/auth/<project>."
     import hashlib
@@ -562,6 +566,7 @@ def auth_dir(cfg) -> Path:
         raise SecureError(f"MLWB_AUTH_DIR={d}: inside the project; keep credentials outside the repo")
     return d
 
+# %% ../nbs/90_cli.ipynb #2feccb68
 def _auth_files(cfg) -> tuple:
     "The auth config (no secret in it), the admin password and the CSRF secret files (0600, generated once)."
     import secrets
@@ -579,7 +584,7 @@ def _auth_files(cfg) -> tuple:
         raise ValueError(f"{pw}: the old MLflow default admin password is refused; delete the file to generate one")
     return ini, pw, csrf
 
-# %% ../nbs/90_cli.ipynb #e4cf184b
+# %% ../nbs/90_cli.ipynb #87852e60
 def cmd_tracking_server(args):
     "Run the MLflow tracking server on the project store (loopback); --auth: basic auth, generated admin password."
     cfg, cmd, env = _mlflow_server(args)
@@ -594,6 +599,7 @@ def cmd_tracking_server(args):
     else: print(f"MLflow tracking server on {url} (no auth; --auth for logins)", flush=True)
     return _serve(cmd, env)
 
+# %% ../nbs/90_cli.ipynb #b24a01ca
 def cmd_tracking_user(args):
     "Create a user on the auth tracking server (as admin, from the environment); --manage: may move the model's roles."
     import secrets
@@ -610,7 +616,7 @@ def cmd_tracking_user(args):
     print(f"user {args.name} created ({'MANAGE on ' + cfg.model_name if args.manage else 'READ'}); password in {out}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #b7ada456
+# %% ../nbs/90_cli.ipynb #76524da2
 def http_refusal(e:Exception) -> str|None:
     "A one-line message for an MLflow request refused with 401 or 403, else None."
     msg, uri = str(e), os.environ.get('MLFLOW_TRACKING_URI', 'the tracking server')
@@ -622,7 +628,7 @@ def http_refusal(e:Exception) -> str|None:
         return (f"401 not authenticated by {uri}: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
     return None
 
-# %% ../nbs/90_cli.ipynb #88171c08
+# %% ../nbs/90_cli.ipynb #c195c01a
 def add_auth_commands(add):
     "Register tracking-server and tracking-user on the parser's `add`."
     s = add('tracking-server', cmd_tracking_server,
@@ -634,7 +640,7 @@ def add_auth_commands(add):
     s.add_argument('name')
     s.add_argument('--manage', action='store_true', help="may move the model's roles")
 
-# %% ../nbs/90_cli.ipynb #e783e7a2
+# %% ../nbs/90_cli.ipynb #ca121cd6
 def cmd_export(args):
     "Export a registered version to ONNX, prove parity on the held-out split, log it to the version's MLflow run."
     from mlops_workbench.export import export_version
@@ -653,7 +659,7 @@ def cmd_export(args):
     print(f"wrote {r['dir']}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #9f8d94f8
+# %% ../nbs/90_cli.ipynb #162c32b7
 def cmd_edge_keygen(args):
     "Make the Ed25519 signing key pair (private key, mode 0600, at $MLWB_EDGE_KEY outside the repo; public beside it)."
     from mlops_workbench.export import keygen
@@ -662,7 +668,7 @@ def cmd_edge_keygen(args):
           f"mlwb-edge run --trust {k['public']})\nkey id: {k['key_id']}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #18b28a71
+# %% ../nbs/90_cli.ipynb #73ad9c77
 def cmd_edge_publish(args):
     "Sign a registered version's bundle and publish it to the channel under the next sequence."
     from mlops_workbench.export import publish
@@ -671,7 +677,7 @@ def cmd_edge_publish(args):
           f"{' (rollback)' if m['rollback'] else ''}, key {m['key_id']}")
     return 0
 
-# %% ../nbs/90_cli.ipynb #335a02e9
+# %% ../nbs/90_cli.ipynb #1e055d43
 def cmd_edge_status(args):
     "Show the channel's head and the state every device reported."
     from mlops_workbench.export import channel_dir, channel_head, fleet_status, format_fleet
@@ -681,7 +687,7 @@ def cmd_edge_status(args):
     else: print(format_fleet(devices, head))
     return 0
 
-# %% ../nbs/90_cli.ipynb #cb564539
+# %% ../nbs/90_cli.ipynb #5699b11d
 def add_edge_commands(add):
     "Register `mlwb export` and `mlwb edge keygen|publish|status` on the parser."
     def which(s):
@@ -708,7 +714,7 @@ def add_edge_commands(add):
     s.add_argument('--channel', help='channel folder (default: export.channel in params.yaml)')
     s.add_argument('--json', action='store_true', help='print JSON')
 
-# %% ../nbs/90_cli.ipynb #374ebd79
+# %% ../nbs/90_cli.ipynb #340394cb
 def cmd_serve(args):
     "Serve the champion on Ray Serve (127.0.0.1): POST /predict, GET /healthz /readyz /version; it follows the alias."
     from mlops_workbench.serve import serve_settings, serve_forever, stop_server
@@ -719,7 +725,7 @@ def cmd_serve(args):
     env = {**os.environ, **({'MLWB_SERVE_PORT': str(args.port)} if args.port else {})}
     return serve_forever(cfg, serve_settings(cfg, env))
 
-# %% ../nbs/90_cli.ipynb #3731776c
+# %% ../nbs/90_cli.ipynb #f795f8e9
 def cmd_served_batch(args):
     "Turn the prediction log's rows that no batch holds yet into the next batch in data/batches/ (for `mlwb monitor`)."
     from mlops_workbench.serve import log_to_batch
@@ -728,7 +734,7 @@ def cmd_served_batch(args):
     print(f"wrote {p.relative_to(cfg.root)}" if p else "no new rows in the prediction log (data/predictions/)")
     return 0
 
-# %% ../nbs/90_cli.ipynb #2247dba8
+# %% ../nbs/90_cli.ipynb #78e1ceed
 def cmd_shadow(args):
     "Compare champion and shadow challenger on served traffic (gate statistics); --gate promotes on a pass only."
     from mlops_workbench.serve import shadow_report, format_shadow
@@ -747,7 +753,7 @@ def cmd_shadow(args):
                         f"v{rep['challenger']} not promoted (the live gate did not pass)")
     return 0
 
-# %% ../nbs/90_cli.ipynb #619c2a3b
+# %% ../nbs/90_cli.ipynb #55fe6283
 def cmd_predict(args):
     "Predict every row of a CSV/Parquet file with a registered version; invalid rows go to a quarantine file."
     from mlops_workbench.serve import predict_file
@@ -756,7 +762,7 @@ def cmd_predict(args):
           + (f"; {r['rejected_rows']} rejected -> {r['rejected']}" if r['rejected'] else ''))
     return 0
 
-# %% ../nbs/90_cli.ipynb #aed2f99f
+# %% ../nbs/90_cli.ipynb #ef8f3567
 def cmd_explain(args):
     """The lineage of a served request (version, run, commit, data fingerprint, params) and the training examples
     like it."""
@@ -765,7 +771,7 @@ def cmd_explain(args):
     print(json.dumps(doc, indent=2, default=str) if args.json else format_explain(doc))
     return 0 if doc['complete'] else 1
 
-# %% ../nbs/90_cli.ipynb #3a576539
+# %% ../nbs/90_cli.ipynb #8bdfa192
 def add_serve_commands(add):
     "Register `mlwb serve` on the parser."
     s = add('serve', cmd_serve, 'serve the champion over HTTP on Ray Serve (swapped in place when the champion moves)')
@@ -788,11 +794,12 @@ def add_serve_commands(add):
     s.add_argument('--wait', type=float, default=0, help='seconds to wait for a busy Milvus Lite directory')
     s.add_argument('--json', action='store_true', help='print JSON')
 
-# %% ../nbs/90_cli.ipynb #7054b15d
+# %% ../nbs/90_cli.ipynb #54e5f516
 # the command groups of `mlwb`, in the order of `mlwb --help`
 COMMAND_GROUPS = [add_pipeline_commands, add_results_commands, add_store_commands, add_ops_commands,
                   add_doctor_command, add_security_commands, add_auth_commands, add_edge_commands, add_serve_commands]
 
+# %% ../nbs/90_cli.ipynb #968b9ae1
 # a heavy dependency -> the extra of mlops-workbench that installs it
 EXTRAS = dict(torch='train', ray='train', optuna='train',
               mlflow='pipeline', pymilvus='pipeline', milvus_lite='pipeline', papermill='pipeline', dvc='pipeline',
