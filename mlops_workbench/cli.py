@@ -19,7 +19,7 @@ from pathlib import Path
 from .config import load_config, read_json
 from .stages import env_with_this_python as _env_with_this_python   # one copy, shared with dvc_repro
 
-# %% ../nbs/90_cli.ipynb #5fcad4be
+# %% ../nbs/90_cli.ipynb #4ab30ba5
 def build_parser(groups:list|None=None, # functions `group(add)` registering commands (default: `COMMAND_GROUPS`)
                 ) -> argparse.ArgumentParser:
     "The `mlwb` argument parser."
@@ -35,7 +35,7 @@ def build_parser(groups:list|None=None, # functions `group(add)` registering com
         s = sub.add_parser(name, help=help, description=fn.__doc__)
         s.set_defaults(fn=fn)
         return s
-    for group in COMMAND_GROUPS if groups is None else groups: group(add)
+    for group in (COMMAND_GROUPS if groups is None else groups): group(add)
     return p
 
 # %% ../nbs/90_cli.ipynb #a8b45fac
