@@ -61,6 +61,8 @@ check-sync: install
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/make_readme.py
 	@git diff --exit-code -- nbs mlops_workbench README.md || { echo "nbs/, mlops_workbench/ or README.md out of sync: run 'make export' and commit"; exit 1; }
 
+# every test; the six tutorials (nbs/tutorials, run once per session by tests/conftest.py) run two at a time from the
+# first ask on: MLWB_TUTORIAL_WORKERS=1 runs them one after the other
 test-py: install
 	$(BIN)/python -m pytest -v -ra --durations=0 tests
 

@@ -50,20 +50,38 @@ def project_copy(project, tmp_path) -> Path:
     return testkit.copy_run(project, tmp_path/'repo')
 
 TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
+# the tutorials are independent (each in its own repo copy, with its own stores, free ports and private Ray folders, as
+# `make docs` runs them): this many run at a time; MLWB_TUTORIAL_WORKERS=1 runs them one after the other
+TUTORIAL_WORKERS = int(os.environ.get('MLWB_TUTORIAL_WORKERS', '2'))
+TUTORIAL_BOUND = 2400   # seconds one tutorial may take (papermill is stopped after that, with its kernel)
 
 @pytest.fixture(scope='session')
-def tutorial_runs(tmp_path_factory):
+def tutorial_runs(tmp_path_factory, request):
     """Each tutorial run once per session as written, in its own fresh copy of the repo (small params), the first time a
     test asks: `tutorial_runs(name)` -> (executed notebook, or the error it raised; the repo copy it ran in). The docs
-    site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it again."""
-    runs, out = {}, tmp_path_factory.mktemp('executed')
+    site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it again.
+    When the session runs the docs tests (they ask for every tutorial), the first ask starts all of them,
+    TUTORIAL_WORKERS at a time, the asked one first; the asking test waits only for its own."""
+    import concurrent.futures as cf
+    out, futures = tmp_path_factory.mktemp('executed'), {}
+    pool = cf.ThreadPoolExecutor(max_workers=TUTORIAL_WORKERS, thread_name_prefix='tutorial')
+    every = any('executed_tutorials' in getattr(i, 'fixturenames', ()) for i in request.session.items)
+    def execute(name: str, root: Path) -> tuple:
+        copy_repo(root); set_params(root, **SMALL)
+        try: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, out/name, bound=TUTORIAL_BOUND), root
+        except RuntimeError as e: return e, root
+    def start(name: str):
+        if name not in futures:   # the folder is made here, in the test's thread (tmp_path_factory is not thread-safe)
+            futures[name] = pool.submit(execute, name, tmp_path_factory.mktemp(Path(name).stem))
     def run(name: str) -> tuple:
-        if name not in runs:
-            root = copy_repo(tmp_path_factory.mktemp(Path(name).stem)); set_params(root, **SMALL)
-            try: runs[name] = (build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, out/name), root)
-            except RuntimeError as e: runs[name] = (e, root)
-        return runs[name]
-    return run
+        start(name)
+        if every:
+            for nb in TUTORIALS: start(nb.name)
+        try: return futures[name].result(timeout=TUTORIAL_BOUND + 120)
+        except cf.TimeoutError:
+            raise TimeoutError(f"tutorial {name} did not finish in {TUTORIAL_BOUND + 120} s") from None
+    yield run
+    pool.shutdown(wait=True, cancel_futures=True)   # a tutorial still running ends within its bound
 
 def tutorial_root(tutorial_runs, name: str) -> Path:
     "The repo copy where tutorial `name` ran; the tutorial's own error when it failed."

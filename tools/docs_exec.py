@@ -56,13 +56,38 @@ def execute_notebook(src:Path, # a library notebook (or index.ipynb)
 
 def execute_tutorial(nb:Path, # a tutorial notebook inside a repo copy (it may change that copy: run the pipeline, edit params)
                      dest:Path, # the executed notebook
-                     timeout:int=1800) -> Path:
+                     timeout:int=1800, # seconds per cell
+                     bound:float|None=None, # seconds for the whole notebook (None: no bound but the cells')
+                    ) -> Path:
     "Run a tutorial with papermill on the project kernel, from its own folder, as a user who set no env vars."
     dest.parent.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run([str(BIN/'papermill'), str(nb), str(dest), '-k', KERNEL, '--cwd', str(nb.parent), '--no-progress-bar',
-                        '--execution-timeout', str(timeout)], capture_output=True, text=True, env=clean_env(PYTHONUNBUFFERED='1'))
-    if r.returncode != 0: raise RuntimeError(f"tutorial {nb.name} failed (executed copy: {dest}):\n{r.stderr[-3000:]}")
+    cmd = [str(BIN/'papermill'), str(nb), str(dest), '-k', KERNEL, '--cwd', str(nb.parent), '--no-progress-bar',
+           '--execution-timeout', str(timeout)]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=clean_env(PYTHONUNBUFFERED='1'))
+    try: _, err = p.communicate(timeout=bound)
+    except subprocess.TimeoutExpired:
+        _kill_tree(p.pid)
+        p.communicate()
+        raise RuntimeError(f"tutorial {nb.name} did not finish in {bound:.0f} s: stopped (executed copy: {dest})") \
+            from None
+    if p.returncode != 0: raise RuntimeError(f"tutorial {nb.name} failed (executed copy: {dest}):\n{err[-3000:]}")
     return dest
+
+def _kill_tree(pid:int, grace:float=30):
+    "SIGTERM process `pid` and all it started (its kernel, the kernel's servers); SIGKILL after `grace` s."
+    import psutil
+    try: procs = [psutil.Process(pid)]
+    except psutil.Error: return
+    try: procs += procs[0].children(recursive=True)
+    except psutil.Error: pass
+    for q in procs:
+        try: q.terminate()
+        except psutil.Error: pass
+    _, alive = psutil.wait_procs(procs, timeout=grace)
+    for q in alive:
+        try: q.kill()
+        except psutil.Error: pass
 
 def _run_tutorial_in_copy(src:Path, dest:Path, root:Path) -> Path:
     with tempfile.TemporaryDirectory(prefix='mlwb-tutorial-') as d:

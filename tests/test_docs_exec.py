@@ -1,0 +1,45 @@
+"""tools/docs_exec.execute_tutorial's bound: a tutorial that runs past it is stopped with its kernel (the tests run the
+tutorials in a thread pool, and every wait there is bounded), with a one-line error naming it."""
+import json, sys, time
+from pathlib import Path
+import psutil
+import pytest
+from conftest import REPO
+
+sys.path.insert(0, str(REPO/'tools'))
+import docs_exec
+
+pytestmark = pytest.mark.slow   # papermill and a kernel
+
+def notebook(path: Path, code: str) -> Path:
+    nb = {'cells': [{'cell_type': 'code', 'execution_count': None, 'id': 'c1', 'metadata': {}, 'outputs': [],
+                     'source': code}],
+          'metadata': {'kernelspec': {'name': docs_exec.KERNEL, 'display_name': 'Python (mlops-workbench)',
+                                      'language': 'python'}},
+          'nbformat': 4, 'nbformat_minor': 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+def gone(pid: int) -> bool:
+    "Process `pid` ended (a zombie waiting for its reaper counts as ended)."
+    try: return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess: return True
+
+def test_a_tutorial_past_its_bound_is_stopped_with_its_kernel(tmp_path):
+    pid_file = tmp_path/'kernel.pid'
+    nb = notebook(tmp_path/'slow.ipynb', f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+                                         "time.sleep(600)")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match=r'tutorial slow.ipynb did not finish in 45 s: stopped'):
+        docs_exec.execute_tutorial(nb, tmp_path/'out'/'slow.ipynb', bound=45)
+    assert time.monotonic() - t0 < 120
+    assert pid_file.exists(), 'the kernel did not start in 45 s'
+    assert gone(int(pid_file.read_text())), 'the kernel outlived its tutorial'
+    left = [p for p in psutil.process_iter(['cmdline']) if str(tmp_path) in ' '.join(p.info['cmdline'] or [])]
+    assert not left, [p.info['cmdline'] for p in left]   # papermill
+
+def test_a_tutorial_within_its_bound_runs(tmp_path):
+    nb = notebook(tmp_path/'quick.ipynb', "print('hello')")
+    out = docs_exec.execute_tutorial(nb, tmp_path/'out'/'quick.ipynb', bound=300)
+    cell = json.loads(out.read_text())['cells'][0]
+    assert cell['outputs'][0]['text'] in ('hello\n', ['hello\n'])
