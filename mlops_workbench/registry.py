@@ -314,14 +314,19 @@ def _transient(e:Exception) -> bool:
 class _NoModel(RegistryError):
     "A version must be created but no logged model was given."
 
-def _create_version(run, key:str, weights:str, model_id:str|None, cfg:Config, tags:dict|None):
+def _ensure_registered(c, name:str):
+    "Create the registered model `name` unless it exists (one insert, no search of its versions)."
+    from mlflow.exceptions import MlflowException
+    try: c.create_registered_model(name, description='Registered by mlops-workbench')
+    except MlflowException as e:
+        if e.error_code != 'RESOURCE_ALREADY_EXISTS': raise
+
+def _create_version(run, key:str, weights:str, model_id:str|None, cfg:Config, tags:dict|None, mv=None):
     "Create the version for `run` (lineage, content and file hashes as tags) and give it its roles; under the lock."
-    c = get_client(cfg); name = cfg.model_name
-    if not c.search_registered_models(f"name='{name}'"):
-        c.create_registered_model(name, description='Registered by mlops-workbench')
-    mv = _run_version(run.info.run_id, cfg)
+    c = get_client(cfg); name = cfg.model_name   # `mv`: the version registered from `run`, looked up under the lock
     if mv is None:
         if model_id is None: raise _NoModel(f"run {run.info.run_id}: no logged model to register")
+        _ensure_registered(c, name)
         files = artifact_hashes(c.get_logged_model(model_id).artifact_location)
         t = {k: v for k, v in run.data.tags.items() if k in (TAG_COMMIT, TAG_DATA)}
         t |= {TAG_CONTENT: key, TAG_WEIGHTS: weights, TAG_FILES: json.dumps(files, sort_keys=True)} | (tags or {})
@@ -350,17 +355,20 @@ def register_logged(run_id:str, # the training run that logged the model
                     cfg:Config|None=None, # workbench config
                     tags:dict|None=None, # extra tags for a new version
                     tries:int=5, # attempts when the store reports a conflict
+                    run=None, # the MLflow `Run` of `run_id` when the caller has it (default: looked up)
                    ): # the `ModelVersion` (a reused one has another `run_id`)
     "Register a logged model as a new version with its roles, or link the run to the sound version of the same content."
     cfg = cfg or load_config(); ensure_store(cfg)
-    run = get_client(cfg).get_run(run_id); key = _content(run, weights)
+    run = run or get_client(cfg).get_run(run_id)
+    key = _content(run, weights)
     for attempt in range(tries):
         try:
             with registry_lock(cfg):
-                if _run_version(run_id, cfg) is None:
+                mv = _run_version(run_id, cfg)
+                if mv is None:
                     same = find_version(key, cfg)
                     if same is not None: return _reuse(same, run_id, cfg)
-                return _create_version(run, key, weights, model_id, cfg, tags)
+                return _create_version(run, key, weights, model_id, cfg, tags, mv)
         except Exception as e:
             if not _transient(e) or attempt == tries - 1: raise
             time.sleep(0.2 * (attempt + 1))
@@ -375,14 +383,16 @@ def register_model(model, # a trained torch module
                   ): # the `ModelVersion` (a reused one has another `run_id`)
     "Log `model` to `run_id` and register it (`register_logged`), unless a sound version has the same content."
     cfg = cfg or load_config(); ensure_store(cfg)
-    weights = weights_sha256(model); key = _content(get_client(cfg).get_run(run_id), weights)
+    run = get_client(cfg).get_run(run_id)
+    weights = weights_sha256(model)
+    key = _content(run, weights)
     def log(): return log_torch_model(model, X_example, run_id, cfg, features=features, classes=classes).model_id
     model_id = None
     if _run_version(run_id, cfg) is None and find_version(key, cfg) is None:   # log outside the lock
         model_id = log()
-    try: return register_logged(run_id, model_id, weights, cfg, tags)
+    try: return register_logged(run_id, model_id, weights, cfg, tags, run=run)
     except _NoModel:   # the version it would have reused broke meanwhile
-        return register_logged(run_id, log(), weights, cfg, tags)
+        return register_logged(run_id, log(), weights, cfg, tags, run=run)
 
 # %% ../nbs/10_registry.ipynb #b345efaa
 def history(cfg:Config|None=None, # workbench config

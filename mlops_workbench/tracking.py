@@ -36,16 +36,26 @@ def _relocate(db:Path, # the SQLite file of the store
         con.commit()
     return old
 
-_READY = set()
+_READY = {}   # (tracking URI, experiment) -> (experiment id, `_db_id`): made sure of in this process
+
+def _db_id(cfg:Config):
+    "The identity (device, inode) of a local store's SQLite file; None for a remote store or an absent file."
+    if not cfg.local_tracking: return None
+    try: s = _sqlite_path(cfg.tracking_uri).stat()
+    except OSError: return None
+    return (s.st_dev, s.st_ino)
 
 def ensure_store(cfg:Config|None=None, # workbench config (default: `load_config()`)
                 ) -> str: # the experiment id
     "Create the tracking store (once, under a lock) and the experiment; return the experiment id."
     cfg = cfg or load_config()
     key = (cfg.tracking_uri, cfg.experiment)
+    known = _READY.get(key)
+    if known and (not cfg.local_tracking or (known[1] is not None and known[1] == _db_id(cfg))):
+        return known[0]   # this process made sure of it, and the SQLite file is the same one
     lock = _sqlite_path(cfg.tracking_uri).with_suffix('.db.lock') if cfg.local_tracking else None
     with (file_lock(lock) if lock else contextlib.nullcontext()):
-        if cfg.local_tracking and key not in _READY:
+        if cfg.local_tracking:
             db = _sqlite_path(cfg.tracking_uri); db.parent.mkdir(parents=True, exist_ok=True)
             from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
             SqlAlchemyStore(cfg.tracking_uri, cfg.artifact_root)   # creates or migrates the schema
@@ -59,7 +69,7 @@ def ensure_store(cfg:Config|None=None, # workbench config (default: `load_config
             try: exp_id = client.create_experiment(cfg.experiment, artifact_location=cfg.artifact_root)
             except MlflowException: exp_id = client.get_experiment_by_name(cfg.experiment).experiment_id  # created meanwhile elsewhere
         else: exp_id = exp.experiment_id
-    _READY.add(key)
+    _READY[key] = (exp_id, _db_id(cfg))
     return exp_id
 
 def get_client(cfg:Config|None=None):
@@ -132,15 +142,18 @@ def log_metrics(client, run_id:str, # the run
                 history:list|dict, # one dict of metrics, or a list of them (one per step)
                 step_key:str='epoch', # key in each dict holding the step
                 prefix:str='', # prepended to every metric name
+                tags:dict|None=None, # run tags to set in the same call
                ) -> int: # number of points logged
-    "Log many metric points in batched calls (`log_batch`), never one call per point."
-    from mlflow.entities import Metric
+    "Log many metric points (and tags) in batched calls (`log_batch`), never one call per point."
+    from mlflow.entities import Metric, RunTag
     rows = [history] if isinstance(history, dict) else history
     now, pts = int(time.time()*1000), []
     for i, h in enumerate(rows):
         step = int(h.get(step_key, i)) if isinstance(history, list) else 0
         pts += [Metric(prefix+k, float(v), now, step) for k, v in h.items() if k != step_key and isinstance(v, (int, float)) and v == v]
-    for i in range(0, len(pts), 1000): client.log_batch(run_id, metrics=pts[i:i+1000])
+    tl = [RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    batches = [pts[i:i+1000] for i in range(0, len(pts), 1000)] or ([[]] if tl else [])
+    for j, b in enumerate(batches): client.log_batch(run_id, metrics=b, tags=tl if j == 0 else [])
     return len(pts)
 
 # %% ../nbs/03_tracking.ipynb #e6ea7afe
@@ -165,6 +178,16 @@ def weights_sha256(model, # a torch module
         h.update(a.flatten().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
+class _PyfuncFlavor:
+    "MLflow's pyfunc flavor for `Model.log`, told not to load the model back (`log_torch_model` has checked it)."
+    __name__ = 'mlflow.pyfunc'
+    @staticmethod
+    def save_model(validate_serving_input=False, # MLflow's switch, read by `Model.log` (pyfunc's own would refuse it)
+                   **kw): # `mlflow.pyfunc.save_model`'s arguments
+        "Save with `mlflow.pyfunc.save_model` (which still checks the input example against the signature)."
+        import mlflow.pyfunc
+        return mlflow.pyfunc.save_model(**kw)
+
 def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.SmallCNN`)
                     X_example, # a few input rows (numpy, in feature order)
                     run_id:str, # the run to log into
@@ -173,8 +196,8 @@ def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.Sm
                     classes:list|None=None, # class labels in output order (default 0, 1, ...)
                    ): # MLflow's `ModelInfo`
     "Log `model` as a self-contained pyfunc (`servable`: config + weights_only state_dict); nothing is registered."
-    import tempfile, warnings, mlflow, mlflow.pyfunc, numpy as np, pandas as pd, torch
-    from mlflow.models import infer_signature
+    import tempfile, warnings, mlflow, numpy as np, pandas as pd, torch
+    from mlflow.models import Model, infer_signature
     from mlops_workbench import servable
     cfg = cfg or load_config()
     ensure_store(cfg)
@@ -184,16 +207,18 @@ def log_torch_model(model, # a workbench network (`servable.MLP` or `servable.Sm
             f'mlflow=={mlflow.__version__}']
     with tempfile.TemporaryDirectory() as d:
         files = servable.write_model_files(model, d, features, classes)
-        net, conf = servable.load_net(files['config'], files['weights'])
+        net, conf = servable.load_net(files['config'], files['weights'])   # the files as served: they load ...
         X = pd.DataFrame(np.asarray(X_example, dtype='float64'), columns=conf['features'])
         code = Path(d)/'servable.py'
         code.write_text(servable.model_code())
+        compile(code.read_text(), str(code), 'exec')
         with warnings.catch_warnings():   # MLflow's hint about missing values in integer columns: labels are never missing
             warnings.filterwarnings('ignore', message='Hint: Inferred schema contains integer column')
-            signature = infer_signature(X, servable.predict_frame(net, conf, X))
-        with mlflow.start_run(run_id=run_id), quiet_downloads():   # MLflow loads the model back to check it
-            return mlflow.pyfunc.log_model(name='model', python_model=str(code), artifacts=files, input_example=X,
-                                           signature=signature, pip_requirements=reqs)
+            signature = infer_signature(X, servable.predict_frame(net, conf, X))   # ... and predict the example
+        with mlflow.start_run(run_id=run_id), quiet_downloads():   # the run's experiment holds the model
+            return Model.log(None, _PyfuncFlavor, name='model', run_id=run_id, python_model=str(code), artifacts=files,
+                             input_example=X, signature=signature, pip_requirements=reqs,
+                             flavor_name='pyfunc.ModelFromCode', validate_serving_input=False)
 
 def _local(uri:str) -> Path|None:
     "The local path of a `file:` URI or a bare path, None for a remote URI."
