@@ -12,7 +12,7 @@ order with the two others: a paired before/after of the runner. Also measured, p
 no-op `dvc repro` here vs DVC's own no-op in an empty DVC repo (goal <= 1.2x), and `mlwb --help` vs `python -c pass`
 (goal <= 0.3 s). Results: bench/results/stages.json (raw runs, medians, spreads) and bench/README.md (by hand).
 Run: `make bench` or `.venv/bin/python bench/stages.py --reps 3`."""
-import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -39,6 +39,13 @@ def timed(cmd, cwd, **kw) -> float:
     sh(cmd, cwd, **kw)
     return time.perf_counter() - t0
 
+def timed_cpu(cmd, cwd, **kw) -> tuple:
+    "Wall seconds and CPU seconds (user + system of the whole waited-for process tree) of a command that must succeed."
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    sh(cmd, cwd, **kw)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
 def stats(xs:list) -> dict:
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), runs=xs)
 
@@ -63,6 +70,7 @@ def main():
                             load_average=os.getloadavg()))
     bin_ = Path(sys.executable).parent
     runs = {s: dict(machinery=[], plain=[], **({'baseline': []} if a.baseline else {})) for s in a.stages}
+    cpus = {s: {w: [] for w in runs[s]} for s in a.stages}   # CPU seconds: steadier than wall time on a shared machine
     if a.baseline: res['baseline'] = str(a.baseline)
     noop, noop_empty, helps, passes = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
@@ -75,7 +83,9 @@ def main():
                 if a.baseline: ways.append(('baseline', repro, clean_env(PYTHONPATH=str(a.baseline.resolve()))))
                 k = rep % len(ways)
                 for way, cmd, env in (ways[k:] + ways[:k] if rep % 2 == 0 else (ways[k:] + ways[:k])[::-1]):
-                    runs[s][way].append(timed(cmd, root, timeout=3600, env=env))
+                    wall, cpu = timed_cpu(cmd, root, timeout=3600, env=env)
+                    runs[s][way].append(wall)
+                    cpus[s][way].append(cpu)
                 print(f"rep {rep+1}/{a.reps} {s}: " + ', '.join(f"{w} {v[-1]:.2f}s" for w, v in runs[s].items()), flush=True)
             # settle first: the plain runs rewrite the outputs behind DVC's back, so the next repro is not a no-op
             timed(['dvc', 'repro'], root, timeout=3600)
@@ -84,6 +94,8 @@ def main():
             passes.append(timed([sys.executable, '-c', 'pass'], root))
     res['stages'] = {s: dict(machinery_s=stats(v['machinery']), plain_cold_s=stats(v['plain']),
                              overhead_s=stats([m - p for m, p in zip(v['machinery'], v['plain'])]),
+                             cpu_s={w: stats(c) for w, c in cpus[s].items()},
+                             overhead_cpu_s=stats([m - p for m, p in zip(cpus[s]['machinery'], cpus[s]['plain'])]),
                              **({'baseline_s': stats(v['baseline']), 'baseline_overhead_s':
                                  stats([b - p for b, p in zip(v['baseline'], v['plain'])])} if a.baseline else {}))
                      for s, v in runs.items()}
@@ -95,9 +107,9 @@ def main():
     print(f"{'stage':<10}{'machinery':>11}{'plain cold':>12}{'overhead':>10}{'spread':>18}   (median of {a.reps}, s; goal <= 1 s)")
     for s, v in res['stages'].items():
         o = v['overhead_s']
-        b = v.get('baseline_overhead_s')
+        b, oc = v.get('baseline_overhead_s'), v['overhead_cpu_s']
         print(f"{s:<10}{v['machinery_s']['median']:>11.2f}{v['plain_cold_s']['median']:>12.2f}{o['median']:>10.2f}"
-              f"{'[%.2f, %.2f]' % (o['min'], o['max']):>18}" + (f"   baseline overhead {b['median']:.2f} "
+              f"{'[%.2f, %.2f]' % (o['min'], o['max']):>18}   CPU overhead {oc['median']:.2f}" + (f"   baseline overhead {b['median']:.2f} "
               f"[{b['min']:.2f}, {b['max']:.2f}]" if b else ''))
     n = res['noop_repro']
     print(f"no-op dvc repro {n['project_s']['median']:.2f}s vs empty repo {n['empty_repo_s']['median']:.2f}s "
