@@ -5,11 +5,14 @@ Python process (imports included on both sides). In one scratch copy of the repo
 (default params.yaml), each repetition runs, for every stage, both ways, alternating which goes first:
   machinery  `dvc repro --force --single-item <stage>`: DVC + `mlwb stage` + a fresh papermill kernel + the report
   plain      `python -c <the stage notebook's code cells with params.yaml's values>` in a fresh process
-Both write the same outputs (the model registry reuses the version). Also measured, paired per repetition:
+Both write the same outputs (the model registry reuses the version). With `--baseline DIR` (a folder holding an older
+`mlops_workbench` package, e.g. `git archive <commit> mlops_workbench | tar -x -C DIR`), each repetition also runs the
+machinery with that package's runner (PYTHONPATH=DIR; the kernel still imports the scratch copy's package), in rotating
+order with the two others: a paired before/after of the runner. Also measured, paired per repetition:
 no-op `dvc repro` here vs DVC's own no-op in an empty DVC repo (goal <= 1.2x), and `mlwb --help` vs `python -c pass`
 (goal <= 0.3 s). Results: bench/results/stages.json (raw runs, medians, spreads) and bench/README.md (by hand).
 Run: `make bench` or `.venv/bin/python bench/stages.py --reps 3`."""
-import argparse, json, os, platform, statistics, subprocess, sys, tempfile, time
+import argparse, json, os, platform, resource, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -36,6 +39,13 @@ def timed(cmd, cwd, **kw) -> float:
     sh(cmd, cwd, **kw)
     return time.perf_counter() - t0
 
+def timed_cpu(cmd, cwd, **kw) -> tuple:
+    "Wall seconds and CPU seconds (user + system of the whole waited-for process tree) of a command that must succeed."
+    r0, t0 = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+    sh(cmd, cwd, **kw)
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.perf_counter() - t0, (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+
 def stats(xs:list) -> dict:
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), runs=xs)
 
@@ -52,30 +62,43 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--reps', type=int, default=3, help='repetitions (default 3)')
     ap.add_argument('--stages', nargs='*', default=STAGES, help=f'stages to time (default: all: {" ".join(STAGES)})')
+    ap.add_argument('--baseline', type=Path, help='a folder holding an older mlops_workbench package: also time its runner')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'stages.json', help='where to write the results')
     a = ap.parse_args()
     res = dict(command=' '.join([Path(sys.executable).name, *sys.argv]), reps=a.reps, when=time.strftime('%Y-%m-%d %H:%M:%S'),
                machine=dict(cpus=os.cpu_count(), python=platform.python_version(), platform=platform.platform(),
                             load_average=os.getloadavg()))
     bin_ = Path(sys.executable).parent
-    runs = {s: dict(machinery=[], plain=[]) for s in a.stages}
+    runs = {s: dict(machinery=[], plain=[], **({'baseline': []} if a.baseline else {})) for s in a.stages}
+    cpus = {s: {w: [] for w in runs[s]} for s in a.stages}   # CPU seconds: steadier than wall time on a shared machine
+    if a.baseline: res['baseline'] = str(a.baseline)
     noop, noop_empty, helps, passes = [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         root, empty = copy_repo(Path(d)/'repo'), empty_dvc_repo(Path(d))
         res['first_repro_s'] = timed(['dvc', 'repro'], root, timeout=3600)
         for rep in range(a.reps):
             for s in a.stages:
-                ways = [('machinery', ['dvc', 'repro', '--force', '--single-item', s]), ('plain', [sys.executable, '-c', PLAIN, s])]
-                for way, cmd in (ways if rep % 2 == 0 else ways[::-1]):
-                    runs[s][way].append(timed(cmd, root, timeout=3600))
-                print(f"rep {rep+1}/{a.reps} {s}: machinery {runs[s]['machinery'][-1]:.2f}s, plain {runs[s]['plain'][-1]:.2f}s", flush=True)
+                repro = ['dvc', 'repro', '--force', '--single-item', s]
+                ways = [('machinery', repro, clean_env()), ('plain', [sys.executable, '-c', PLAIN, s], clean_env())]
+                if a.baseline: ways.append(('baseline', repro, clean_env(PYTHONPATH=str(a.baseline.resolve()))))
+                k = rep % len(ways)
+                for way, cmd, env in (ways[k:] + ways[:k] if rep % 2 == 0 else (ways[k:] + ways[:k])[::-1]):
+                    wall, cpu = timed_cpu(cmd, root, timeout=3600, env=env)
+                    runs[s][way].append(wall)
+                    cpus[s][way].append(cpu)
+                print(f"rep {rep+1}/{a.reps} {s}: " + ', '.join(f"{w} {v[-1]:.2f}s" for w, v in runs[s].items()), flush=True)
             # settle first: the plain runs rewrite the outputs behind DVC's back, so the next repro is not a no-op
             timed(['dvc', 'repro'], root, timeout=3600)
             for r, out in ((root, noop), (empty, noop_empty)): out.append(timed(['dvc', 'repro'], r))
             helps.append(timed([str(bin_/'mlwb'), '--help'], root))
             passes.append(timed([sys.executable, '-c', 'pass'], root))
     res['stages'] = {s: dict(machinery_s=stats(v['machinery']), plain_cold_s=stats(v['plain']),
-                             overhead_s=stats([m - p for m, p in zip(v['machinery'], v['plain'])])) for s, v in runs.items()}
+                             overhead_s=stats([m - p for m, p in zip(v['machinery'], v['plain'])]),
+                             cpu_s={w: stats(c) for w, c in cpus[s].items()},
+                             overhead_cpu_s=stats([m - p for m, p in zip(cpus[s]['machinery'], cpus[s]['plain'])]),
+                             **({'baseline_s': stats(v['baseline']), 'baseline_overhead_s':
+                                 stats([b - p for b, p in zip(v['baseline'], v['plain'])])} if a.baseline else {}))
+                     for s, v in runs.items()}
     res['noop_repro'] = dict(project_s=stats(noop), empty_repo_s=stats(noop_empty),
                              ratio=stats([p/e for p, e in zip(noop, noop_empty)]), goal='<= 1.2x')
     res['help'] = dict(mlwb_help_s=stats(helps), python_pass_s=stats(passes), goal='mlwb --help <= 0.3 s')
@@ -84,8 +107,10 @@ def main():
     print(f"{'stage':<10}{'machinery':>11}{'plain cold':>12}{'overhead':>10}{'spread':>18}   (median of {a.reps}, s; goal <= 1 s)")
     for s, v in res['stages'].items():
         o = v['overhead_s']
+        b, oc = v.get('baseline_overhead_s'), v['overhead_cpu_s']
         print(f"{s:<10}{v['machinery_s']['median']:>11.2f}{v['plain_cold_s']['median']:>12.2f}{o['median']:>10.2f}"
-              f"{'[%.2f, %.2f]' % (o['min'], o['max']):>18}")
+              f"{'[%.2f, %.2f]' % (o['min'], o['max']):>18}   CPU overhead {oc['median']:.2f}" + (f"   baseline overhead {b['median']:.2f} "
+              f"[{b['min']:.2f}, {b['max']:.2f}]" if b else ''))
     n = res['noop_repro']
     print(f"no-op dvc repro {n['project_s']['median']:.2f}s vs empty repo {n['empty_repo_s']['median']:.2f}s "
           f"(ratio {n['ratio']['median']:.2f}, goal <= 1.2); mlwb --help {res['help']['mlwb_help_s']['median']:.2f}s "

@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'notebook_parameters', 'parameter_comments',
            'parse_declaration', 'file_problem', 'check_value', 'param_problems', 'check_params', 'parameter_specs',
-           'stage_params', 'check_all', 'check_kernel', 'kernel_manager', 'death_cause', 'read_rwlock', 'dvc_holders',
-           'pipeline_lock', 'clean_stale', 'run_stage', 'env_with_this_python', 'ReproFailed', 'drop_hints',
-           'check_project', 'dvc_repro']
+           'stage_params', 'check_all', 'kernel_specs', 'check_kernel', 'ready_client_class', 'kernel_manager',
+           'death_cause', 'read_rwlock', 'dvc_holders', 'pipeline_lock', 'clean_stale', 'start_kernel',
+           'import_papermill', 'run_stage', 'env_with_this_python', 'ReproFailed', 'drop_hints', 'check_project',
+           'dvc_repro']
 
 # %% ../nbs/06_stages.ipynb #dc69fcc1
 import ast, contextlib, difflib, io, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, tokenize
@@ -234,10 +235,17 @@ def check_all(cfg:Config|None=None) -> dict:
     return out
 
 # %% ../nbs/06_stages.ipynb #0b3fe82a
+def kernel_specs():
+    "Jupyter's kernelspec manager over its usual folders, without importing IPython (~0.2 s) to find `~/.ipython`."
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_core.paths import jupyter_path
+    ipython_dir = os.environ.get('IPYTHONDIR') or str(Path.home()/'.ipython')   # where IPython.paths would look
+    return KernelSpecManager(kernel_dirs=[*jupyter_path('kernels'), os.path.join(ipython_dir, 'kernels')])
+
 def check_kernel(name:str) -> str:
     "Fail unless kernel `name` exists and runs this environment's Python; return its python path."
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-    try: spec = KernelSpecManager().get_kernel_spec(name)
+    from jupyter_client.kernelspec import NoSuchKernel
+    try: spec = kernel_specs().get_kernel_spec(name)
     except NoSuchKernel:
         raise StageFailed(f"Jupyter kernel {name!r} is not installed; run `make install` (or `{sys.executable} -m ipykernel install --sys-prefix --name {name}`)") from None
     py = spec.argv[0]
@@ -246,12 +254,34 @@ def check_kernel(name:str) -> str:
     return py
 
 # %% ../nbs/06_stages.ipynb #bc0866b4
+def ready_client_class():
+    "A kernel client class that is ready when the kernel answers, without jupyter_client's 0.2 s wait for silence."
+    from queue import Empty
+    from jupyter_client.asynchronous import AsyncKernelClient
+    from jupyter_core.utils import ensure_async
+    class ReadyClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout:float|None=None):
+            "Wait for a kernel_info reply on shell and a message on iopub (connected); stale iopub is not flushed."
+            deadline = time.monotonic() + (float('inf') if timeout is None else timeout)
+            while True:   # jupyter_client's loop, less its final 0.2 s flush: nbclient skips messages of other requests
+                self.kernel_info()
+                try: msg = await ensure_async(self.shell_channel.get_msg(timeout=1))
+                except Empty: msg = None
+                if msg is not None and msg['msg_type'] == 'kernel_info_reply':
+                    try: await ensure_async(self.iopub_channel.get_msg(timeout=0.2))
+                    except Empty: pass
+                    else: return self._handle_kernel_info_reply(msg)
+                if not await self._async_is_alive(): raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline: raise RuntimeError(f"Kernel didn't respond in {timeout} seconds")
+    return ReadyClient
+
 def kernel_manager(name:str, # kernel name (see `check_kernel`)
                    folder:str|Path, # a private folder for the kernel's sockets
                   ):
     "An async kernel manager over Unix sockets in `folder` (no loopback TCP ports), so nbclient can watch the kernel."
     from jupyter_client.manager import AsyncKernelManager   # a blocking client would wait for ever on a dead kernel
-    return AsyncKernelManager(kernel_name=name, transport='ipc', ip=str(Path(folder)/'kernel'))
+    return AsyncKernelManager(kernel_name=name, transport='ipc', ip=str(Path(folder)/'kernel'),
+                              kernel_spec_manager=kernel_specs(), client_factory=ready_client_class())
 
 def _oom_kills() -> int|None:
     "The cgroup's count of out-of-memory kills (None where the kernel does not say)."
@@ -419,15 +449,39 @@ def _keep_failed(cfg:Config, stage:str, tmp:Path) -> str:
     if tmp.exists(): os.replace(tmp, failed)
     return str(failed.relative_to(cfg.root))
 
+# %% ../nbs/06_stages.ipynb #b7e00001
+def start_kernel(km, # from `kernel_manager`, no kernel started yet
+                 cwd:str|Path, # the kernel's working folder (the project root)
+                ): # the same manager, its kernel process launched (not necessarily ready)
+    "Launch the kernel process as nbclient would (in-memory history), without waiting for it to be ready."
+    from jupyter_core.utils import run_sync
+    run_sync(km.start_kernel)(cwd=str(cwd), extra_arguments=['--HistoryManager.hist_file=:memory:'])
+    return km
+
+def import_papermill():
+    "Import papermill without the HDFS support it pulls from pyarrow (the runner only reads and writes local files)."
+    blocked = [m for m in ('pyarrow', 'pyarrow.fs') if m not in sys.modules]
+    for m in blocked: sys.modules[m] = None   # papermill.iorw then installs its 'pip install papermill[hdfs]' stub
+    try: import papermill
+    finally:
+        for m in blocked:
+            if m in sys.modules and sys.modules[m] is None: del sys.modules[m]
+    return papermill
+
 # %% ../nbs/06_stages.ipynb #8aceb1bc
 def _execute(stage:str, nb:Path, tmp:Path, params:dict, cfg:Config, sockets:Path, progress:bool):
     "Run the notebook into `tmp`; a failing cell or a dead kernel raises `StageFailed` with one line."
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-    from nbclient.exceptions import DeadKernelError
     from jupyter_core.utils import run_sync
     import logging
     km, oom, quiet = kernel_manager(cfg.kernel, sockets), _oom_kills(), _NoDeathLog()
+    try:
+        start_kernel(km, cfg.root)   # it boots while papermill is imported and the notebook parameterized
+        pm = import_papermill()
+        from papermill.exceptions import PapermillExecutionError
+        from nbclient.exceptions import DeadKernelError
+    except BaseException:
+        if km.has_kernel: run_sync(km.shutdown_kernel)(now=True)
+        raise
     for name in ('papermill', 'traitlets'): logging.getLogger(name).addFilter(quiet)   # nbclient logs to either
     try: pm.execute_notebook(str(nb), str(tmp), parameters=params, kernel_name=cfg.kernel, language='python',
                              cwd=str(cfg.root), progress_bar=progress, request_save_on_cell_execute=True, km=km)
