@@ -809,16 +809,18 @@ EXTRAS = dict(torch='train', ray='train', optuna='train',
 def main(argv:list|None=None) -> int:
     "Entry point of the `mlwb` console script: returns the exit status."
     args = build_parser().parse_args(argv)
-    from mlops_workbench.data import DataFileError
     from mlops_workbench.stages import ParamError, StageFailed
-    from mlops_workbench.vectors import VectorStoreBusy, NotInStore, VectorStoreError
     from mlops_workbench.config import find_root
+    def user_errors() -> tuple:   # read when an error is raised: the data and vectors modules are imported only by the
+        v = sys.modules.get('mlops_workbench.vectors')   # commands that use them (pandas costs ~1 s in every stage)
+        return (ParamError, StageFailed, FileNotFoundError, ValueError,   # data's DataFileError is a ValueError
+                *((v.VectorStoreBusy, v.NotInStore, v.VectorStoreError) if v else ()))
     try:
         find_root()   # every command acts on a project: outside one, say so before doing anything
         rc = args.fn(args)
-    except (DataFileError, ParamError, StageFailed, VectorStoreBusy, NotInStore, VectorStoreError, FileNotFoundError,
-            ValueError) as e:
-        print(f"mlwb: error: {e.args[0] if isinstance(e, NotInStore) and e.args else e}", file=sys.stderr)
+    except user_errors() as e:
+        v = sys.modules.get('mlops_workbench.vectors')
+        print(f"mlwb: error: {e.args[0] if v and isinstance(e, v.NotInStore) and e.args else e}", file=sys.stderr)
         rc = 1
     except ModuleNotFoundError as e:   # before `Exception`, which would catch it first
         top = (e.name or '').split('.')[0]
