@@ -64,14 +64,25 @@ def free_port():
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def test_busy_milvus_lite_gives_a_clear_error_and_can_wait(project):
-    holder = subprocess.Popen([sys.executable, '-c', 'import time; from mlops_workbench.vectors import connect; connect(); print("ready", flush=True); time.sleep(8)'],
-                              cwd=project, env=clean_env(), stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == 'ready'
-    r = sh(['mlwb', 'search', '--id', '0'], project, check=False)
-    assert r.returncode == 1 and 'Traceback' not in r.stderr
-    assert f'is open in process {holder.pid}' in r.stderr and 'mlwb milvus-server' in r.stderr and 'MILVUS_URI' in r.stderr
-    r = sh(['mlwb', 'search', '--id', '0', '--wait', '60'], project)   # waits for the holder to exit, then answers
-    assert holder.wait() == 0 and 'rank' in r.stdout
+    # the holder keeps the directory until told (a line on its stdin; at most 300 s): no race with a busy machine
+    hold = ('import signal, sys; from mlops_workbench.vectors import connect; connect(); print("ready", flush=True); '
+            'signal.alarm(300); sys.stdin.readline()')
+    holder = subprocess.Popen([sys.executable, '-c', hold], cwd=project, env=clean_env(), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'ready'
+        r = sh(['mlwb', 'search', '--id', '0'], project, check=False)
+        assert r.returncode == 1 and 'Traceback' not in r.stderr
+        assert f'is open in process {holder.pid}' in r.stderr and 'mlwb milvus-server' in r.stderr and 'MILVUS_URI' in r.stderr
+        waiting = subprocess.Popen(['mlwb', 'search', '--id', '0', '--wait', '120'], cwd=project, env=clean_env(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(3)   # let it meet the busy directory (if it is slower, it simply finds it free)
+        holder.stdin.write('\n')
+        holder.stdin.flush()
+        out, err = waiting.communicate(timeout=300)   # waits for the holder to exit, then answers
+        assert holder.wait(60) == 0 and waiting.returncode == 0 and 'rank' in out, err
+    finally:
+        if holder.poll() is None: holder.kill()
 
 def test_milvus_server_shares_the_directory(project):
     port = free_port()
