@@ -21,7 +21,7 @@ def test_the_default_pipeline_at_50x_digits_runs_every_stage_in_bounded_memory(s
     src, n = tiled_digits(scratch, SCALE)
     assert n == SCALE * 1797
     set_params(scratch, prepare={'source': src}, **GROWTH)
-    rc, secs, peak, out = peak_rss(['mlwb', 'run', '--no-progress'], scratch, timeout=2400)
+    rc, secs, peak, out = peak_rss(['mlwb', 'run'], scratch, timeout=2400)
     assert rc == 0, out[-4000:]
     print(f'{SCALE}x pipeline ({n} rows): {secs:.0f} s, peak RSS of the process tree {peak / 2**30:.2f} GiB')
     assert peak < MEMORY_GOAL, f'the pipeline peaked at {peak / 2**30:.2f} GiB'
