@@ -6,7 +6,7 @@ For each scale and repetition: a fresh scratch copy of the repo (tests' helpers)
 data/raw/digitsN.csv (ids unique), small epochs (GROWTH params below: 1 epoch, a 2-trial sweep), then every stage in
 DVC's order through `dvc repro --single-item <stage>` (DVC + `mlwb stage` + a fresh papermill kernel: the real path),
 each one's wall time and the peak RSS of its whole process tree (sampled every 50 ms: DVC, the kernel, Ray, Milvus
-Lite). Reported per stage: median [min, max] seconds, seconds per 1k rows, peak GiB. Results: bench/results/growth.json
+Lite). The scales run in rounds (one repetition of each, then the next). Reported per stage: median [min, max] seconds, seconds per 1k rows, peak GiB. Results: bench/results/growth.json
 Run: `.venv/bin/python bench/growth.py --scales 1 10 50 --reps 3 3 1` (about 30 min here), add `500 --reps ... 1`."""
 import argparse, json, os, platform, statistics, sys, tempfile, time, subprocess
 from pathlib import Path
@@ -59,13 +59,14 @@ def run_once(scale:int, stages=STAGES) -> dict:
         root = copy_repo(Path(d)/'repo')
         src, n = tiled_digits(root, scale)
         set_params(root, prepare={'source': src}, **GROWTH)
-        out = dict(rows=n, stages={})
+        out = dict(rows=n, stages={}, load_average=os.getloadavg())
         for s in stages:
             rc, secs, peak, log = peak_rss(['dvc', 'repro', '--single-item', s], root)
             if rc != 0: raise RuntimeError(f'{s} at {scale}x failed ({rc}):\n{log[-3000:]}')
             out['stages'][s] = dict(seconds=secs, peak_bytes=peak)
             print(f'  {scale}x {s}: {secs:.1f} s, peak {peak/GIB:.2f} GiB', flush=True)
         out['embedded'] = json.loads((root/'metrics'/'embed.json').read_text())['count']
+        out['wall_s'] = sum(v['seconds'] for v in out['stages'].values())
         return out
 
 def summary(runs:list) -> dict:
@@ -83,23 +84,42 @@ def main():
     ap.add_argument('--reps', type=int, nargs='+', default=[3, 3, 1], help='repetitions per scale (default 3 3 1)')
     ap.add_argument('--stages', nargs='*', default=STAGES, help='stages to run, in order (default: all seven)')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'growth.json', help='where to write the results')
+    ap.add_argument('--show', type=Path, nargs='+', help='print the table of these results files (merged), run nothing')
     a = ap.parse_args()
+    if a.show:
+        res = json.loads(a.show[0].read_text())
+        for f in a.show[1:]: res['scales'].update(json.loads(f.read_text())['scales'])
+        return report(res, a.stages)
     reps = (a.reps + a.reps[-1:]*len(a.scales))[:len(a.scales)]
     res = dict(command=' '.join([Path(sys.executable).name, *sys.argv]), when=time.strftime('%Y-%m-%d %H:%M:%S'),
                goal='every stage at most linear in rows; peak RSS of the process tree <= 4 GB at 500x',
                params=GROWTH, machine=dict(cpus=os.cpu_count(), python=platform.python_version(),
                                            load_average_before=os.getloadavg()), scales={})
-    for scale, r in zip(a.scales, reps):
-        t0 = time.monotonic()
-        runs = [run_once(scale, a.stages) for _ in range(r)]
-        res['scales'][str(scale)] = dict(rows=runs[0]['rows'], reps=r, wall_s=time.monotonic() - t0, summary=summary(runs), raw=runs)
-        res['machine']['load_average_after'] = os.getloadavg()
-        a.out.parent.mkdir(parents=True, exist_ok=True)
-        a.out.write_text(json.dumps(res, indent=1))   # after every scale: a long run keeps what it measured
-    print(f"{'stage':<10}" + ''.join(f"{s + 'x s (s/1k)':>22}{'GiB':>6}" for s in res['scales']))
-    for s in a.stages:
+    runs = {scale: [] for scale in a.scales}
+    for rep in range(max(reps)):   # rounds over the scales: every scale has a figure early, and the load is shared
+        for scale, r in zip(a.scales, reps):
+            if rep >= r: continue
+            runs[scale].append(run_once(scale, a.stages))
+            rs = runs[scale]
+            res['scales'][str(scale)] = dict(rows=rs[0]['rows'], reps=len(rs), summary=summary(rs), raw=rs)
+            res['machine']['load_average_after'] = os.getloadavg()
+            a.out.parent.mkdir(parents=True, exist_ok=True)
+            a.out.write_text(json.dumps(res, indent=1))   # after every run: a long bench keeps what it measured
+    report(res, a.stages)
+
+def marginal(res:dict, stage:str) -> list: # seconds per 1k more rows from each scale to the next
+    "The growth between consecutive scales: (median seconds at b - at a) / (rows at b - at a) * 1000."
+    sc = sorted(res['scales'].values(), key=lambda v: v['rows'])
+    return [1000*(b['summary'][stage]['median_s'] - a['summary'][stage]['median_s'])/(b['rows'] - a['rows'])
+            for a, b in zip(sc, sc[1:])]
+
+def report(res:dict, stages=STAGES):
+    "Print the growth table: per scale median seconds (seconds per 1k rows) and peak GiB; then the marginal growth."
+    print(f"{'stage':<10}" + ''.join(f"{s + 'x s (s/1k)':>22}{'GiB':>6}" for s in res['scales']) + '   marginal s/1k rows')
+    for s in stages:
         print(f'{s:<10}' + ''.join(f"{v['summary'][s]['median_s']:>12.1f} ({v['summary'][s]['s_per_1k_rows']:6.3f})"
-                                   f"{v['summary'][s]['peak_gib']:>6.2f}" for v in res['scales'].values()))
+                                   f"{v['summary'][s]['peak_gib']:>6.2f}" for v in res['scales'].values())
+              + '   ' + ' '.join(f'{m:.3f}' for m in marginal(res, s)))
 
 if __name__ == '__main__':
     main()
