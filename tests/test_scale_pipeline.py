@@ -4,7 +4,7 @@ epoch, a 2-trial sweep: bench/growth.py's GROWTH params), then `mlwb run` (check
 backends while the summed RSS of its whole process tree (DVC, every stage's papermill kernel, Ray, Milvus Lite) is
 sampled. Every stage ran, the tree stayed under the memory goal, the splits and the vector store hold every row.
 10x is covered by this run and by tests/test_vectors_scale.py (prepare -> train -> embed at 10x)."""
-import json, math, sys
+import json, sys
 from pathlib import Path
 import pytest, yaml
 from conftest import py, set_params
