@@ -98,6 +98,7 @@ lock: install
 bench: install
 	$(BIN)/python bench/stages.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/growth.py
 
 # forget the embedded stores and pipeline outputs (not the code)
 clean-state:
