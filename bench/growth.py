@@ -8,50 +8,19 @@ DVC's order through `dvc repro --single-item <stage>` (DVC + `mlwb stage` + a fr
 each one's wall time and the peak RSS of its whole process tree (sampled every 50 ms: DVC, the kernel, Ray, Milvus
 Lite). The scales run in rounds (one repetition of each, then the next). Reported per stage: median [min, max] seconds, seconds per 1k rows, peak GiB. Results: bench/results/growth.json
 Run: `.venv/bin/python bench/growth.py --scales 1 10 50 --reps 3 3 1` (about 30 min here), add `500 --reps ... 1`."""
-import argparse, json, os, platform, statistics, sys, tempfile, time, subprocess
+import argparse, json, os, platform, statistics, sys, tempfile, time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent/'tests'))
 from conftest import copy_repo, clean_env, set_params, SMALL   # the same scratch-copy helpers as the tests
+from testkit import tiled_digits, peak_rss   # shared with tests/test_scale_pipeline.py and test_vectors_scale.py
 
 STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed', 'gate', 'monitor']
 # small epochs: the shape of the default pipeline (sweep -> train with the sweep's best), one epoch each
 GROWTH = {'train': {**SMALL['train'], 'epochs': 1},
           'sweep': {**SMALL['sweep'], 'n_trials': 2, 'epochs': 1, 'startup_trials': 2, 'warmup_epochs': 1}}
 GIB = 2**30
-
-def tiled_digits(root:Path, scale:int) -> tuple: # (params.yaml's source, number of rows)
-    "Write the digits tiled `scale` times as data/raw/digits{scale}.csv (unique ids) in the copy at `root`."
-    import numpy as np, pandas as pd
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    n = scale*len(d.data)
-    df = pd.DataFrame(np.tile(d.data.astype(np.int8), (scale, 1)), columns=[f'px_{r}_{c}' for r in range(8) for c in range(8)])
-    df.insert(0, 'label', np.tile(d.target, scale))
-    df.insert(0, 'id', np.arange(n))
-    (root/'data'/'raw').mkdir(parents=True, exist_ok=True)
-    df.to_csv(root/'data'/'raw'/f'digits{scale}.csv', index=False)
-    return f'data/raw/digits{scale}.csv', n
-
-def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit code, seconds, peak bytes, output)
-    "Run `cmd`, sampling the summed RSS of its whole process tree; its exit code, wall time, peak and output."
-    import psutil
-    t0 = time.monotonic()
-    with tempfile.TemporaryFile('w+') as log:
-        p = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=log, stderr=subprocess.STDOUT, text=True)
-        proc, peak = psutil.Process(p.pid), 0
-        while p.poll() is None:
-            try:
-                tree = [proc] + proc.children(recursive=True)
-                peak = max(peak, sum(q.memory_info().rss for q in tree))
-            except psutil.Error: pass
-            if time.monotonic() - t0 > timeout:
-                p.kill()
-                raise RuntimeError(f'{cmd} still running after {timeout} s')
-            time.sleep(every)
-        log.seek(0)
-        return p.returncode, time.monotonic() - t0, peak, log.read()
 
 def run_once(scale:int, stages=STAGES) -> dict:
     "One pipeline at `scale` in a fresh copy: per stage seconds and peak bytes."

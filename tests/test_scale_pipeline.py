@@ -10,7 +10,8 @@ import pytest, yaml
 from conftest import py, set_params
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]/'bench'))
-from growth import GROWTH, STAGES, tiled_digits, peak_rss
+from growth import GROWTH, STAGES
+from testkit import tiled_digits, peak_rss
 
 pytestmark = pytest.mark.slow
 SCALE = 50

@@ -3,38 +3,18 @@ already-loaded segment built a queries x vectors x width array). Real papermill 
 10x tiled digits CSV, train one small epoch, embed; the peak memory of the embed stage's whole process tree stays
 bounded, every row is stored and indexed with the index params.yaml states, and the neighbours still mostly
 share the label."""
-import json, subprocess, time
-import numpy as np, pandas as pd, psutil
-from conftest import py, sh, set_params, clean_env
+import json
+from conftest import py, sh, set_params
+from testkit import tiled_digits, peak_rss
 
-PX = [f'px_{r}_{c}' for r in range(8) for c in range(8)]
 LIMIT = 3 * 2**30   # the stage's kernel imports torch, MLflow and pymilvus (~1 GiB); 21.6 GiB before the fix
 
-def peak_rss(cmd, cwd, timeout=1200) -> tuple: # (exit code, peak RSS of the process tree in bytes, output)
-    p = subprocess.Popen(cmd, cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    proc, peak, t0 = psutil.Process(p.pid), 0, time.monotonic()
-    while p.poll() is None:
-        try: peak = max(peak, sum(q.memory_info().rss for q in [proc] + proc.children(recursive=True)))
-        except psutil.Error: pass
-        if time.monotonic() - t0 > timeout:
-            p.kill()
-            raise AssertionError(f'{cmd} still running after {timeout}s')
-        time.sleep(0.05)
-    return p.returncode, peak, p.stdout.read()
-
 def test_embed_stage_at_10x_digits_has_bounded_memory(scratch):
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    n = 10 * len(d.data)
-    df = pd.DataFrame(np.tile(d.data.astype(int), (10, 1)), columns=PX)
-    df.insert(0, 'label', np.tile(d.target, 10))
-    df.insert(0, 'id', np.arange(n))
-    (scratch/'data'/'raw').mkdir(parents=True, exist_ok=True)
-    df.to_csv(scratch/'data'/'raw'/'digits10.csv', index=False)
-    set_params(scratch, prepare={'source': 'data/raw/digits10.csv'}, train={'use_sweep': False, 'epochs': 1})
+    src, n = tiled_digits(scratch, 10)
+    set_params(scratch, prepare={'source': src}, train={'use_sweep': False, 'epochs': 1})
     sh(['mlwb', 'stage', 'prepare', '--no-progress'], scratch)
     sh(['mlwb', 'stage', 'train', '--no-progress'], scratch, timeout=1200)
-    rc, peak, out = peak_rss(['mlwb', 'stage', 'embed', '--no-progress'], scratch)
+    rc, _, peak, out = peak_rss(['mlwb', 'stage', 'embed', '--no-progress'], scratch, timeout=1200)
     assert rc == 0, out[-3000:]
     assert peak < LIMIT, f'embed stage peaked at {peak / 2**30:.2f} GiB'
     m = json.loads((scratch/'metrics'/'embed.json').read_text())

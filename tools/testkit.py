@@ -1,6 +1,6 @@
 """Scratch copies of the repo and the environment of a user who set nothing: what the tests (tests/conftest.py), the
 benchmarks and the docs builder (tutorials run in a copy) share. No pytest here: plain functions."""
-import os, shutil, subprocess, sys
+import os, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,3 +40,37 @@ def copy_run(src:Path, # a repo copy on which the pipeline ran (its stores close
         cfg = load_config(dest, env={})
         _relocate(db, cfg.experiment, cfg.artifact_root)
     return dest
+
+def tiled_digits(root:Path, scale:int) -> tuple: # (params.yaml's source, number of rows)
+    "Write the digits tiled `scale` times as data/raw/digits{scale}.csv (unique ids) in the copy at `root`."
+    import numpy as np, pandas as pd
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    n = scale*len(d.data)
+    px = [f'px_{r}_{c}' for r in range(8) for c in range(8)]
+    df = pd.DataFrame(np.tile(d.data.astype(np.int8), (scale, 1)), columns=px)
+    df.insert(0, 'label', np.tile(d.target, scale))
+    df.insert(0, 'id', np.arange(n))
+    (root/'data'/'raw').mkdir(parents=True, exist_ok=True)
+    df.to_csv(root/'data'/'raw'/f'digits{scale}.csv', index=False)
+    return f'data/raw/digits{scale}.csv', n
+
+def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit code, seconds, peak bytes, output)
+    "Run `cmd`, sampling the summed RSS of its whole process tree; its exit code, wall time, peak and output."
+    import psutil
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile('w+') as log:
+        p = subprocess.Popen(cmd, cwd=cwd, env=clean_env(PYTHONUNBUFFERED='1'), stdout=log, stderr=subprocess.STDOUT,
+                             text=True)   # a file, not a pipe: a long run's output never blocks it
+        proc, peak = psutil.Process(p.pid), 0
+        while p.poll() is None:
+            try:
+                tree = [proc] + proc.children(recursive=True)
+                peak = max(peak, sum(q.memory_info().rss for q in tree))
+            except psutil.Error: pass
+            if time.monotonic() - t0 > timeout:
+                p.kill()
+                raise RuntimeError(f'{cmd} still running after {timeout} s')
+            time.sleep(every)
+        log.seek(0)
+        return p.returncode, time.monotonic() - t0, peak, log.read()
