@@ -146,9 +146,7 @@ def _default_train():
     from sklearn.datasets import load_digits
     from mlops_workbench.train import TrainSpec
     p = yaml.safe_load((HERE.parent/'params.yaml').read_text())['train']
-    spec = TrainSpec(model=p['model'], hidden=p['hidden'], dropout=p['dropout'], epochs=p['epochs'],
-                     batch_size=p['batch_size'], lr=p['lr'], weight_decay=p['weight_decay'], seed=p['seed'],
-                     threads=p['threads'], device='cpu')
+    spec = TrainSpec.from_params({**p, 'device': 'cpu'})
     X, y = load_digits(return_X_y=True)
     X, y = X.astype('float32'), y.astype('int64')
     return spec, (X[:1257], y[:1257], X[1257:1437], y[1257:1437])
