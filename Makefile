@@ -61,10 +61,11 @@ check-sync: install
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/make_readme.py
 	@git diff --exit-code -- nbs mlops_workbench README.md || { echo "nbs/, mlops_workbench/ or README.md out of sync: run 'make export' and commit"; exit 1; }
 
-# every test; the six tutorials (nbs/tutorials, run once per session by tests/conftest.py) run two at a time from the
-# first ask on: MLWB_TUTORIAL_WORKERS=1 runs them one after the other
+# every test, as two pytest processes at once (tools/pytest_shards.py): the tests that read the six tutorials' runs
+# (nbs/tutorials, run once per session by tests/conftest.py, two at a time: MLWB_TUTORIAL_WORKERS=1 runs them one after
+# the other) and the rest. PYTEST_ARGS='--serial' runs them all in one process
 test-py: install
-	$(BIN)/python -m pytest -v -ra --durations=0 tests
+	$(BIN)/python tools/pytest_shards.py -v -ra --durations=0 $(PYTEST_ARGS)
 
 # the inner loop: every test not marked slow (tests/conftest.py marks those that run a pipeline, a tutorial, a cluster,
 # a fresh venv or a browser); PYTEST_ARGS='-n 2' runs it on two pytest-xdist workers

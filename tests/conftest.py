@@ -114,10 +114,15 @@ SLOW_FIXTURES = {'project', 'project_copy', 'scratch', 'tutorial_runs'}
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: runs a pipeline, a cluster, a fresh venv or a browser (not in `make test-fast`)')
+    config.addinivalue_line('markers', 'tutorials: reads the session\'s tutorial runs (`make test` runs these in a pytest '
+                            'process of their own beside the rest: tools/pytest_shards.py)')
 
+@pytest.hookimpl(tryfirst=True)   # before `-m` selects on the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if SLOW_FIXTURES & set(getattr(item, 'fixturenames', ())): item.add_marker(pytest.mark.slow)
+        names = set(getattr(item, 'fixturenames', ()))
+        if SLOW_FIXTURES & names: item.add_marker(pytest.mark.slow)
+        if 'tutorial_runs' in names: item.add_marker(pytest.mark.tutorials)
 
 @pytest.fixture
 def scratch(tmp_path) -> Path:
