@@ -6,7 +6,8 @@
 __all__ = ['FIELDS', 'INDEX', 'SEARCH_EF', 'INDEX_TYPES', 'MAX_TEXT', 'VectorStoreBusy', 'NotInStore', 'connect', 'lock_store',
            'milvus_server', 'VectorInputError', 'VectorStoreError', 'collection_name', 'index_spec',
            'create_collection', 'collection_dim', 'check_embeddings', 'existing_ids', 'build_index',
-           'insert_embeddings', 'store_embeddings', 'open_collection', 'search', 'get_vectors', 'count']
+           'insert_embeddings', 'store_embeddings', 'open_collection', 'search', 'get_vectors', 'count', 'probe_sample',
+           'label_agreement']
 
 # %% ../nbs/05_vectors.ipynb #d6f79c23
 import os, re, sys, time
@@ -410,3 +411,22 @@ def get_vectors(client, name:str, ids:list) -> dict:
 def count(client, name:str) -> int:
     "Rows in a collection."
     return int(_call(client, 'count', name, lambda: client.get_collection_stats(name))['row_count'])
+
+# %% ../nbs/05_vectors.ipynb #e8f26980
+def probe_sample(mask, # rows that may be probed: one boolean per row
+                 n:int, # probe at most this many
+                 seed:int=0, # the sample's seed: the same rows on every run
+                ) -> np.ndarray: # a boolean mask with at most `n` rows set
+    "A seeded sample of at most `n` of the rows in `mask`, so that a probe's cost stays fixed as the data grows."
+    mask = np.array(mask, dtype=bool)
+    if mask.sum() > n: mask[np.random.default_rng(seed).permutation(np.flatnonzero(mask))[n:]] = False
+    return mask
+
+def label_agreement(hits:list, # `search` results: a list of hits for each query
+                    labels, # each query's own label
+                   ) -> float:
+    "Mean share of a query's hits whose label is the query's (compared as text, as the collection stores labels)."
+    labels = list(labels)
+    if len(hits) != len(labels): raise ValueError(f"{len(hits)} queries but {len(labels)} labels")
+    if not hits: return float('nan')
+    return float(np.mean([np.mean([h['label'] == str(lab) for h in hs]) if hs else 0.0 for hs, lab in zip(hits, labels)]))
