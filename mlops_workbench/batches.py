@@ -7,10 +7,11 @@ from __future__ import annotations   # annotations name numpy/pandas types, whic
 import re
 from datetime import datetime, timezone
 from pathlib import Path
-from .config import atomic_write, write_json, read_json
+from .config import atomic_write, write_json, read_json, ENC_SUFFIX
 
 # %% auto #0
-__all__ = ['SCENARIOS', 'BATCH_RE', 'apply_drift', 'simulate_batch', 'list_batches', 'write_batch', 'read_batch']
+__all__ = ['SCENARIOS', 'BATCH_RE', 'apply_drift', 'simulate_batch', 'batch_name', 'batch_info_path', 'list_batches',
+           'write_batch', 'batch_frame', 'read_batch']
 
 # %% ../nbs/13_batches.ipynb #d9af0aad
 SCENARIOS = {'none': 0.0, 'noise': 0.1, 'shift': 1.0, 'rotate': 20.0, 'prior': 0.5, 'novel': 0.3}
@@ -79,10 +80,20 @@ def simulate_batch(pool:pd.DataFrame, # rows to draw from: `id`, `label`, featur
 # %% ../nbs/13_batches.ipynb #54509a3c
 BATCH_RE = re.compile(r'^b(\d{4,})-[a-z]+$')
 
+def batch_name(path:str|Path) -> str:
+    "A batch's name from its file: `b0007-served` for `b0007-served.parquet` and for `b0007-served.parquet.enc`."
+    return Path(path).name.removesuffix(ENC_SUFFIX).removesuffix('.parquet')
+
+def batch_info_path(path:str|Path) -> Path:
+    "The JSON sidecar of a batch file (`b0007-served.json`)."
+    return Path(path).parent/f'{batch_name(path)}.json'
+
 def list_batches(batch_dir:str|Path) -> list:
-    "Batch files in arrival order (Parquet paths)."
+    "Batch files in arrival order: Parquet paths, `.parquet.enc` for an encrypted batch."
     d = Path(batch_dir)
-    return sorted((p for p in d.glob('b*.parquet') if BATCH_RE.match(p.stem)), key=lambda p: int(BATCH_RE.match(p.stem).group(1))) if d.exists() else []
+    if not d.exists(): return []
+    found = [p for p in (*d.glob('b*.parquet'), *d.glob(f'b*.parquet{ENC_SUFFIX}')) if BATCH_RE.match(batch_name(p))]
+    return sorted(found, key=lambda p: int(BATCH_RE.match(batch_name(p)).group(1)))
 
 def write_batch(batch_dir:str|Path, # e.g. data/batches
                 pool:pd.DataFrame, meta:dict, # as for `simulate_batch`
@@ -90,7 +101,7 @@ def write_batch(batch_dir:str|Path, # e.g. data/batches
                 lo:float=0.0, hi:float=16.0) -> Path:
     "Simulate the next batch and write it (Parquet and JSON, atomically); return the Parquet path."
     d = Path(batch_dir); have = list_batches(d)
-    n = int(BATCH_RE.match(have[-1].stem).group(1)) + 1 if have else 1
+    n = int(BATCH_RE.match(batch_name(have[-1])).group(1)) + 1 if have else 1
     name = f'b{n:04d}-{scenario}'
     df = simulate_batch(pool, meta, scenario, strength, seed, size, lo, hi, labels, name)
     with atomic_write(d/f'{name}.parquet', 'wb', None) as f: df.to_parquet(f, index=False)
@@ -98,13 +109,28 @@ def write_batch(batch_dir:str|Path, # e.g. data/batches
                size=size, labelled=labels, created=datetime.now(timezone.utc).isoformat(timespec='seconds'), drawn_from=meta.get('fingerprint')))
     return d/f'{name}.parquet'
 
-def read_batch(path:str|Path, # a batch Parquet file
+def batch_frame(path:str|Path, # a batch file: `.parquet`, or `.parquet.enc` (decrypted in memory, never onto disk)
+                key:bytes|None=None, # the master key (default: `secure.load_key()` when the batch is encrypted)
+               ) -> pd.DataFrame:
+    "A batch file's rows; an encrypted batch is checked and decrypted in memory (a wrong key or a change: `SecureError`)."
+    from mlops_workbench.data import DataFileError, read_table
+    path = Path(path)
+    if not path.name.endswith(ENC_SUFFIX): return read_table(path)
+    import io, pandas as pd
+    from mlops_workbench.secure import decrypt_bytes, load_key
+    if not path.is_file(): raise DataFileError(f"{path}: file not found")
+    plain = decrypt_bytes(path.read_bytes(), key or load_key(why=f"reading the encrypted batch {path.name}"), str(path))
+    try: return pd.read_parquet(io.BytesIO(plain))
+    except Exception as e: raise DataFileError(f"{path}: not a readable Parquet file once decrypted ({type(e).__name__})") from None
+
+def read_batch(path:str|Path, # a batch file (see `batch_frame`)
                meta:dict, # prepared-data metadata: the model's features
+               key:bytes|None=None, # the master key for an encrypted batch (default: `secure.load_key()`)
               ) -> tuple: # (frame, batch info dict)
     "Read a batch, checking that it has the model's features; its JSON sidecar when present."
-    from mlops_workbench.data import DataFileError, read_table
-    path = Path(path); df = read_table(path)
+    from mlops_workbench.data import DataFileError
+    path = Path(path); df = batch_frame(path, key)
     missing = [c for c in meta['features'] if c not in df.columns]
     if missing: raise DataFileError(f"{path}: missing feature column(s) {missing[:8]}{' ...' if len(missing) > 8 else ''}")
-    side = path.with_suffix('.json')
-    return df, (read_json(side) if side.exists() else {'name': path.stem})
+    side = batch_info_path(path)
+    return df, (read_json(side) if side.exists() else {'name': batch_name(path)})

@@ -602,7 +602,8 @@ def _read_ahead(it, # an iterator (of chunks)
         t.join(timeout=wait)
 
 # %% ../nbs/01_data.ipynb #579932a4
-QUARANTINE_ENC = '.enc'   # an encrypted quarantine file's suffix (`secure.ENC_SUFFIX`)
+from .config import ENC_SUFFIX
+QUARANTINE_ENC = ENC_SUFFIX   # an encrypted quarantine file's suffix
 
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)
                   schema:Schema, # expected columns and valid values (ignored for 'digits', which has its own)

@@ -9,7 +9,7 @@ __all__ = ['POOL', 'set_prepare_source', 'source_frame', 'fold_batch', 'retrain'
 import json, os, re, shutil, subprocess, sys
 from pathlib import Path
 import pandas as pd
-from .config import Config, load_config, atomic_write, write_json, read_json
+from .config import Config, load_config, atomic_write, write_json, read_json, ENC_SUFFIX
 
 # %% ../nbs/15_loop.ipynb #ef374e29
 POOL = Path('data', 'raw', 'pool.csv')
@@ -37,41 +37,57 @@ def set_prepare_source(params_file:str|Path, # params.yaml
 # %% ../nbs/15_loop.ipynb #19360dce
 def source_frame(cfg:Config, # workbench config
                 ) -> pd.DataFrame:
-    "The current prepare source as a frame (digits, or the raw CSV/Parquet file as written)."
-    from mlops_workbench.data import load_digits_frame, read_table
+    "The current prepare source as a frame (digits, or the raw CSV/Parquet file as written; `.enc`: decrypted in memory)."
+    from mlops_workbench.data import load_digits_frame, read_table, PARQUET_SUFFIXES
     prep = cfg.params.get('prepare') or {}
-    src = prep.get('source', 'digits')
+    src = str(prep.get('source', 'digits'))
     if src == 'digits': return load_digits_frame()
-    return read_table(Path(src) if Path(src).is_absolute() else cfg.root/src, prep.get('delimiter', ','))
+    path = Path(src) if Path(src).is_absolute() else cfg.root/src
+    if not src.endswith(ENC_SUFFIX): return read_table(path, prep.get('delimiter', ','))
+    import io
+    from mlops_workbench.secure import decrypt_bytes, load_key
+    plain = io.BytesIO(decrypt_bytes(path.read_bytes(), load_key(cfg.root, why=f"reading {src}"), str(path)))
+    if Path(src.removesuffix(ENC_SUFFIX)).suffix.lower() in PARQUET_SUFFIXES: return pd.read_parquet(plain)
+    return pd.read_csv(plain, sep=prep.get('delimiter', ','), dtype=str, keep_default_na=False, skipinitialspace=True,
+                       encoding='utf-8-sig')
 
 # %% ../nbs/15_loop.ipynb #f78c9e1f
+_POOLS = (POOL, Path(f'{POOL}{ENC_SUFFIX}'))   # the pool in the clear, and encrypted
+
 def _pool_info(cfg:Config, prep:dict) -> dict:
     "What the training pool holds: its base source and the batches folded in (a fresh pool when there is none)."
-    pool, info_p = cfg.root/POOL, (cfg.root/POOL).with_suffix('.json')
-    if info_p.exists() and pool.exists(): return read_json(info_p)
+    info_p = (cfg.root/POOL).with_suffix('.json')
+    if info_p.exists() and any((cfg.root/p).exists() for p in _POOLS): return read_json(info_p)
     return {'base': prep.get('source', 'digits'), 'batches': []}
 
 def fold_batch(batch:str|Path, # a batch Parquet file (with labels)
                cfg:Config|None=None, # workbench config
               ) -> dict: # what the pool holds now
-    "Append a labelled batch to the training pool and point `prepare.source` at the pool."
-    from mlops_workbench.data import read_table
+    "Append a labelled batch to the training pool and point `prepare.source` at the pool (encrypted, with an encrypted batch)."
+    from mlops_workbench.batches import batch_frame, batch_name
     cfg = cfg or load_config()
     batch = Path(batch) if Path(batch).is_absolute() else cfg.root/batch
-    df, prep = read_table(batch), cfg.params.get('prepare') or {}
+    df, prep, name = batch_frame(batch), cfg.params.get('prepare') or {}, batch_name(batch)
     label = prep.get('label', 'label')
     if label not in df.columns:
         raise ValueError(f"{batch}: the batch has no '{label}' column; retraining needs labels (they may arrive later)")
     info = _pool_info(cfg, prep)
-    if batch.stem in info['batches']: raise ValueError(f"{batch.stem} is already in the training pool {POOL}")
+    if name in info['batches']: raise ValueError(f"{name} is already in the training pool {POOL}")
     base = source_frame(cfg)
     missing = [c for c in base.columns if c not in df.columns]
     if missing: raise ValueError(f"{batch}: missing column(s) {missing[:8]} of the training data")
     out = pd.concat([base.astype(str), df[list(base.columns)].astype(str)], ignore_index=True)
-    with atomic_write(cfg.root/POOL) as f: out.to_csv(f, index=False)
-    info = {**info, 'batches': info['batches'] + [batch.stem], 'rows': len(out)}
+    # encrypted data stays encrypted: an encrypted batch or source makes an encrypted pool (made in memory)
+    secret = batch.name.endswith(ENC_SUFFIX) or str(prep.get('source', '')).endswith(ENC_SUFFIX)
+    dest, text = _POOLS[secret], out.to_csv(index=False).encode('utf-8')
+    if secret:
+        from mlops_workbench.secure import encrypt_bytes, load_key
+        text = encrypt_bytes(text, load_key(cfg.root, why=f"folding the encrypted batch {batch.name}"))
+    with atomic_write(cfg.root/dest, 'wb', None) as f: f.write(text)
+    (cfg.root/_POOLS[not secret]).unlink(missing_ok=True)   # one pool: a plaintext one goes once the pool is encrypted
+    info = {**info, 'batches': info['batches'] + [name], 'rows': len(out), 'encrypted': secret}
     write_json((cfg.root/POOL).with_suffix('.json'), info)
-    set_prepare_source(cfg.path('params.yaml'), POOL.as_posix())
+    set_prepare_source(cfg.path('params.yaml'), dest.as_posix())
     return info
 
 # %% ../nbs/15_loop.ipynb #fe15a9cc
@@ -91,9 +107,10 @@ def batch_report(cfg:Config, batch:str) -> dict:
     "The monitor's report of `batch` against the current champion."
     from mlops_workbench.registry import aliases, CHAMPION
     from mlops_workbench.monitor import report_dir
+    from mlops_workbench.batches import batch_name
     champion = aliases(cfg).get(CHAMPION)
     if champion is None: raise FileNotFoundError("no champion yet: run the pipeline first (`mlwb run`)")
-    p = report_dir(cfg, champion)/f'{Path(batch).stem}.json'
+    p = report_dir(cfg, champion)/f'{batch_name(batch)}.json'
     if not p.exists(): raise FileNotFoundError(f"{p}: batch not checked yet (run `mlwb monitor`)")
     return read_json(p)
 
@@ -104,11 +121,12 @@ def check_and_retrain(batch:str|Path, # a batch in data/batches/
     "Check a batch for drift (monitor stage); if it drifted, retrain and gate."
     from mlops_workbench.registry import aliases, CHAMPION
     from mlops_workbench.stages import dvc_repro
+    from mlops_workbench.batches import batch_name
     cfg, batch = cfg or load_config(), Path(batch)
     before = aliases(cfg).get(CHAMPION)
     dvc_repro(cfg, 'monitor', quiet=quiet)
-    rep = batch_report(cfg, batch.stem)
-    out = dict(batch=batch.stem, drift=rep['drift'], families=rep['families'], champion_before=before, retrained=False)
+    rep = batch_report(cfg, batch_name(batch))
+    out = dict(batch=batch_name(batch), drift=rep['drift'], families=rep['families'], champion_before=before, retrained=False)
     if rep['drift'] and retrain_on_drift:
         gate = retrain(batch, load_config(cfg.root), quiet)
         out.update(retrained=True, challenger=gate['challenger'], gate_passed=gate['passed'],

@@ -103,9 +103,9 @@ def report_dir(cfg:Config, champion:int) -> Path:
 
 def pending_batches(cfg:Config, champion:int) -> list:
     "The batch files in `data/batches/` with no report for version `champion` yet."
-    from mlops_workbench.batches import list_batches
+    from mlops_workbench.batches import list_batches, batch_name
     d = report_dir(cfg, champion)
-    return [p for p in list_batches(cfg.path('data', 'batches')) if not (d/f'{p.stem}.json').exists()]
+    return [p for p in list_batches(cfg.path('data', 'batches')) if not (d/f'{batch_name(p)}.json').exists()]
 
 def log_check(rep:dict, fig, # a check from `check_batch` (with `batch`, `model_version`) and its figure
               params:dict, # the monitor's params, logged with the run
@@ -132,12 +132,12 @@ def check_batches(paths:list, # batch files (see `batches.write_batch`)
                  ) -> dict: # batch name -> report
     "Check each batch against the reference; log it, then write its report (the record that it was checked)."
     import matplotlib.pyplot as plt
-    from mlops_workbench.batches import read_batch
+    from mlops_workbench.batches import read_batch, batch_name
     reports = {}
     for p in paths:
         df, info = read_batch(p, meta)
         rep = check_batch(ref, df, model, client, collection, alpha, psi_bins, psi_min, batch_size)
-        rep.update(batch=Path(p).stem, batch_info=info, model_version=champion,
+        rep.update(batch=batch_name(p), batch_info=info, model_version=champion,
                    data_fingerprint=meta.get('fingerprint'))
         fig = drift_figure(rep, ref, meta.get('image_shape'), f"{rep['batch']} vs champion v{champion}")
         rep['run_id'] = log(rep, fig) if log else None

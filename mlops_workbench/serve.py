@@ -289,10 +289,12 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
                 rejected_rows=int((~ok).sum()), version=m.version)
 
 # %% ../nbs/18_serve.ipynb #30a03690
+from .config import ENC_SUFFIX
+
 LOG_DIR = ('data', 'predictions')
 STREAMS = ('seg', 'shadow', 'feedback')   # answers with inputs, challenger answers, late labels
 
-ENC = '.enc'   # `secure.ENC_SUFFIX`
+ENC = ENC_SUFFIX   # an encrypted segment's or batch's suffix
 
 def _encrypted_parquet(df, key:bytes) -> bytes:
     "A frame as Parquet bytes encrypted with `secure.encrypt_bytes` (made in memory)."
@@ -412,11 +414,11 @@ def log_to_batch(cfg:Config|None=None, # workbench config
     "Write the prediction log's segments that no batch holds yet as the next batch in `data/batches/`."
     import pandas as pd
     from datetime import datetime, timezone
-    from mlops_workbench.batches import list_batches, BATCH_RE
+    from mlops_workbench.batches import list_batches, BATCH_RE, batch_name, batch_info_path
     from mlops_workbench.config import atomic_write
     cfg = cfg or load_config(); bdir = cfg.path('data', 'batches')
     have = list_batches(bdir)
-    sides = [b.with_suffix('.json') for b in have if b.with_suffix('.json').exists()]
+    sides = [batch_info_path(b) for b in have if batch_info_path(b).exists()]
     taken = {s for side in sides for s in read_json(side).get('segments', [])}
     segs = [p for p in log_segments(cfg.path(*LOG_DIR)) if p.name not in taken]
     if not segs: return None
@@ -430,15 +432,18 @@ def log_to_batch(cfg:Config|None=None, # workbench config
               if not fb.empty else pd.Series([None] * len(df)))
     labelled = bool(labels.notna().all())   # all or none: a batch with a few labels is a partly labelled batch
     if labelled: out.insert(1, (cfg.params.get('prepare') or {}).get('label', 'label'), labels.astype(str).to_numpy())
-    n = int(BATCH_RE.match(have[-1].stem).group(1)) + 1 if have else 1
+    n = int(BATCH_RE.match(batch_name(have[-1])).group(1)) + 1 if have else 1
     name = f'b{n:04d}-served'
-    with atomic_write(bdir/f'{name}.parquet', 'wb', None) as f: out.to_parquet(f, index=False)
+    path = bdir/f'{name}.parquet{ENC if key else ""}'   # an encrypted log makes an encrypted batch
+    with atomic_write(path, 'wb', None) as f:
+        if key: f.write(_encrypted_parquet(out, key))
+        else: out.to_parquet(f, index=False)
     write_json(bdir/f'{name}.json', dict(name=name, scenario='served', size=len(out), labelled=labelled,
-               labelled_rows=int(labels.notna().sum()),
+               labelled_rows=int(labels.notna().sum()), encrypted=bool(key),
                segments=[p.name for p in segs],
                versions=sorted(int(v) for v in df['model_version'].unique()),
                created=datetime.now(timezone.utc).isoformat(timespec='seconds')))
-    return bdir/f'{name}.parquet'
+    return path
 
 # %% ../nbs/18_serve.ipynb #ce729b51
 def shadow_report(cfg:Config|None=None, # workbench config

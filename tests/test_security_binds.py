@@ -7,7 +7,7 @@ import contextlib, json, os, re, shutil, signal, socket, subprocess, sys, thread
 from pathlib import Path
 import psutil
 import pytest
-from conftest import clean_env, py, set_params
+from conftest import clean_env, py, set_params, sh
 
 pytestmark = pytest.mark.slow   # five servers on the pipeline project
 
@@ -253,8 +253,22 @@ def test_binding_elsewhere_takes_an_explicit_option(scratch):
         os.killpg(p.pid, signal.SIGTERM); p.wait(60)
 
 def test_the_prediction_log_was_encrypted_at_rest(servers):
-    "serve.encrypt_log: the segments the server wrote (the last one at its stop) are ciphertext; read_log decrypts them."
+    """serve.encrypt_log: the segments the server wrote (the last one at its stop) are ciphertext; read_log decrypts them;
+    `mlwb served-batch` makes an encrypted batch of them, which `batches.read_batch` reads with the key only."""
     segs = sorted((servers['root']/'data'/'predictions').glob('seg-*'))
     assert segs and all(p.name.endswith('.parquet.enc') and not p.read_bytes().startswith(b'PAR1') for p in segs), segs
     code = "from mlops_workbench.serve import read_log\nprint(len(read_log('data/predictions')))"
-    assert int(py(code, servers['root'], env=servers['env']).stdout.split()[-1]) >= 1
+    n = int(py(code, servers['root'], env=servers['env']).stdout.split()[-1])
+    assert n >= 1
+    # an encrypted log makes an encrypted served batch (made in memory), which reads back with the key only
+    root, env = servers['root'], servers['env']
+    out = sh(MLWB + ['served-batch'], root, env=env).stdout
+    assert out.startswith('wrote data/batches/b') and out.strip().endswith('-served.parquet.enc'), out
+    assert not (root/out.split()[1]).read_bytes().startswith(b'PAR1')
+    assert not [p.name for p in (root/'data'/'batches').iterdir() if p.name.endswith('.parquet')], "a plaintext batch"
+    code = ("from mlops_workbench.batches import read_batch, list_batches\nfrom mlops_workbench.config import load_config, read_json\n"
+            "cfg = load_config(); meta = read_json(cfg.path('data', 'prepared', 'meta.json'))\n"
+            "df, info = read_batch(list_batches(cfg.path('data', 'batches'))[-1], meta)\nprint(len(df), info['encrypted'])")
+    assert py(code, root, env=env).stdout.split()[-2:] == [str(n), 'True']
+    r = py(code, root, env={k: v for k, v in env.items() if k != 'MLWB_KEY'}, check=False)
+    assert r.returncode != 0 and 'reading the encrypted batch' in r.stderr and 'needs the secret key' in r.stderr, r.stderr[-2000:]
