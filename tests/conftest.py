@@ -116,6 +116,12 @@ def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: runs a pipeline, a cluster, a fresh venv or a browser (not in `make test-fast`)')
     config.addinivalue_line('markers', 'tutorials: reads the session\'s tutorial runs (`make test` runs these in a pytest '
                             'process of their own beside the rest: tools/pytest_shards.py)')
+    config.addinivalue_line('markers', 'beside_tutorials: runs in the tutorials\' pytest process, to even out the two')
+
+# files whose tests join the tutorials' process (tools/pytest_shards.py): measured in CI on two cores, the tutorials'
+# process took 17.6 min and the rest 23.8; these two files (a fresh venv with the train extras, 119 s; a full pipeline
+# run on a clone, 115 s) move ~4 min across
+BESIDE_TUTORIALS = {'test_package.py', 'test_package_lineage.py'}
 
 @pytest.hookimpl(tryfirst=True)   # before `-m` selects on the marks
 def pytest_collection_modifyitems(config, items):
@@ -123,6 +129,7 @@ def pytest_collection_modifyitems(config, items):
         names = set(getattr(item, 'fixturenames', ()))
         if SLOW_FIXTURES & names: item.add_marker(pytest.mark.slow)
         if 'tutorial_runs' in names: item.add_marker(pytest.mark.tutorials)
+        elif item.path.name in BESIDE_TUTORIALS: item.add_marker(pytest.mark.beside_tutorials)
 
 @pytest.fixture
 def scratch(tmp_path) -> Path:

@@ -1,8 +1,8 @@
 """Run the test suite as two pytest processes at once (`make test-py`): the tests that read the session's tutorial runs
-(marked `tutorials` by tests/conftest.py: the six tutorials, the pipeline run they share, the docs site) in one, every
-other test in the other. The two share no state (each test works in its own copy of the repo), so they use both cores;
-pytest-xdist's `--dist loadgroup` would do the same but does not group under pytest 9 (it renames `item._nodeid`, which
-pytest 9 no longer reads).
+(marked `tutorials` by tests/conftest.py: the six tutorials, the pipeline run they share, the docs site; with them the
+files that even the two out, marked `beside_tutorials`) in one, every other test in the other. The two share no state
+(each test works in its own copy of the repo), so they use both cores; pytest-xdist's `--dist loadgroup` would do the
+same but does not group under pytest 9 (it renames `item._nodeid`, which pytest 9 no longer reads).
 
 Each line of output is prefixed with its shard's name; a shard's full output is also in `<logs>/<shard>.log`. The exit
 status is pytest's when both agree, else the first failure's. Both shards are stopped (process group, TERM then KILL)
@@ -15,7 +15,9 @@ import argparse, os, shlex, signal, subprocess, sys, threading, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARDS = {'tutorials': 'tutorials', 'rest': 'not tutorials'}   # shard name -> pytest `-m` expression
+# shard name -> pytest `-m` expression (tests/conftest.py marks `tutorials`, and `beside_tutorials` for the files that
+# even the two out)
+SHARDS = {'tutorials': 'tutorials or beside_tutorials', 'rest': 'not (tutorials or beside_tutorials)'}
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog="Other arguments go to both pytest processes.",
