@@ -14,7 +14,7 @@ import codecs, csv, hashlib, io, os, re, shutil, tempfile
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
 import numpy as np, pandas as pd
-from .config import atomic_write, write_json, read_json, temp_prefix
+from .config import atomic_write, write_json, read_json, temp_prefix, ENC_SUFFIX
 
 # %% ../nbs/01_data.ipynb #fbfbcbda
 class DataFileError(ValueError):
@@ -602,7 +602,6 @@ def _read_ahead(it, # an iterator (of chunks)
         t.join(timeout=wait)
 
 # %% ../nbs/01_data.ipynb #579932a4
-from .config import ENC_SUFFIX
 QUARANTINE_ENC = ENC_SUFFIX   # an encrypted quarantine file's suffix
 
 def ingest_stream(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `root`)

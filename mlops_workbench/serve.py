@@ -12,7 +12,7 @@ __all__ = ['SERVE_DEFAULTS', 'BATCH_KEYS', 'LOG_DIR', 'STREAMS', 'ENC', 'OPEN_PA
 # %% ../nbs/18_serve.ipynb #b1c15e8e
 import asyncio, contextlib, json, math, os, signal, socket, threading, time, uuid
 from pathlib import Path
-from .config import Config, load_config, read_json, write_json
+from .config import Config, load_config, read_json, write_json, ENC_SUFFIX
 
 # %% ../nbs/18_serve.ipynb #a57c5056
 SERVE_DEFAULTS = dict(port=8000, # HTTP port on 127.0.0.1
@@ -289,8 +289,6 @@ def predict_file(path:str|Path, # a .csv/.tsv/.txt or .parquet file with the mod
                 rejected_rows=int((~ok).sum()), version=m.version)
 
 # %% ../nbs/18_serve.ipynb #30a03690
-from .config import ENC_SUFFIX
-
 LOG_DIR = ('data', 'predictions')
 STREAMS = ('seg', 'shadow', 'feedback')   # answers with inputs, challenger answers, late labels
 

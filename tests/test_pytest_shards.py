@@ -1,8 +1,7 @@
 """`make test-py` runs the suite as two pytest processes (tools/pytest_shards.py): together they run every test once."""
 import subprocess, sys
 import pytest
-from conftest import REPO
-sys.path.insert(0, str(REPO/'tools'))
+from conftest import REPO   # conftest puts tools/ on sys.path
 import pytest_shards
 
 def collected(*args) -> set:
