@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'QUARANTINE_ENC', 'SPLITS', 'DataFileError', 'Schema', 'digits_schema',
-           'load_digits_frame', 'sniff_file', 'check_columns', 'open_chunks', 'read_table', 'label_key', 'RowValidator',
-           'validate_rows', 'describe_rejections', 'Ingested', 'ingest_stream', 'ingest', 'split_positions',
-           'split_dataset', 'fingerprint', 'replace_dir', 'save_prepared', 'save_split', 'load_prepared', 'to_arrays',
-           'read_quarantine', 'write_quarantine']
+           'load_digits_frame', 'sniff_file', 'check_columns', 'open_chunks', 'read_table', 'label_key', 'plain_pages',
+           'RowValidator', 'validate_rows', 'describe_rejections', 'Ingested', 'ingest_stream', 'ingest',
+           'split_positions', 'split_dataset', 'fingerprint', 'replace_dir', 'save_prepared', 'save_split',
+           'load_prepared', 'to_arrays', 'read_quarantine', 'write_quarantine']
 
 # %% ../nbs/01_data.ipynb #8f153ceb
 import codecs, csv, hashlib, io, os, re, shutil, tempfile
@@ -391,6 +391,18 @@ class _SeenIds:
                 if f != row0 + i + 1: first[i] = f
         return first
 
+# %% ../nbs/01_data.ipynb #10cf94c5
+def plain_pages(shape:tuple, # the array's shape
+                dtype='float32', # its element type
+               ) -> np.ndarray: # uninitialised, like `np.empty`
+    "`np.empty` for a large array, in memory the kernel maps without huge pages (no compaction stall on first touch)."
+    import mmap
+    a = np.empty(0, dtype)
+    size = int(np.prod(shape)) * a.itemsize
+    m = mmap.mmap(-1, max(size, 1))
+    if hasattr(m, 'madvise') and hasattr(mmap, 'MADV_NOHUGEPAGE'): m.madvise(mmap.MADV_NOHUGEPAGE)
+    return np.frombuffer(m, a.dtype, count=int(np.prod(shape))).reshape(shape)
+
 # %% ../nbs/01_data.ipynb #c252ebc2
 class RowValidator:
     "Validate chunks of rows in file order; keep the clean rows, return each chunk's rejected rows with reasons."
@@ -401,7 +413,7 @@ class RowValidator:
                  capacity:int=0, # expected rows (memory is reserved for them; it grows when needed)
                 ):
         self.schema, self.feats, self.path = schema, list(feats), str(path)
-        self.X = np.empty((len(feats), max(capacity, 1)), 'float32')   # feature-major, as pandas stores a block
+        self.X = plain_pages((len(feats), max(capacity, 1)), 'float32')   # feature-major, as pandas stores a block
         self.n_rows = self.n_clean = self.n_rejected = 0
         self.ids, self.codes, self.keys, self.missing_keys = [], [], {}, {}
         self.seen = _SeenIds()
@@ -410,7 +422,7 @@ class RowValidator:
     def _grow(self, need:int):
         "Make room for `need` clean rows."
         if need > self.X.shape[1]:
-            X = np.empty((len(self.feats), max(need, int(self.X.shape[1] * 1.5))), 'float32')
+            X = plain_pages((len(self.feats), max(need, int(self.X.shape[1] * 1.5))), 'float32')
             X[:, :self.n_clean] = self.X[:, :self.n_clean]
             self.X = X
 
@@ -437,23 +449,46 @@ class RowValidator:
         if self.F.shape[1] < n: self.F = np.empty((len(self.feats), n))
         F = self.F[:, :n]   # one row per feature: contiguous writes, checks in bulk
         miss, bad = np.zeros(F.shape, bool), np.zeros(F.shape, bool)
-        def parse(j):
-            F[j], m, b = _as_numbers(chunk.column(self.feats[j]))
-            if m.any(): miss[j] = m
-            if b.any(): bad[j] = b
-        if n * len(self.feats) < 1 << 20: list(map(parse, range(len(self.feats))))
-        else:   # Arrow's text-to-number casts release the GIL: two threads parse the columns of a large chunk
+        self._grow(self.n_clean + n)
+        at = self.n_clean
+        X = self.X[:, at:at + n]   # every row goes in as float32 with its parse; rejected rows are squeezed out below
+        def parse(cols) -> tuple: # (each row's smallest, largest value among `cols`; NaN propagates)
+            lo = hi = None
+            for j in cols:
+                F[j], m, b = _as_numbers(chunk.column(self.feats[j]))
+                X[j] = F[j]
+                if m.any(): miss[j] = m
+                if b.any(): bad[j] = b
+                lo = F[j].copy() if lo is None else np.minimum(lo, F[j], out=lo)
+                hi = F[j].copy() if hi is None else np.maximum(hi, F[j], out=hi)
+            return lo, hi
+        def keys() -> tuple: # labels and ids: the part that sees the chunks in file order
+            codes, lab_missing = self._labels(chunk.column(s.label))
+            if not s.id_col: return codes, lab_missing, None, None, None
+            ids, id_missing = _as_text(chunk.column(s.id_col))
+            return codes, lab_missing, ids, id_missing, self.seen.first_rows(ids, id_missing, row0)
+        cols = range(len(self.feats))
+        if n * len(self.feats) < 1 << 20: bounds, keyed = [parse(cols)], keys()
+        else:   # Arrow's casts and numpy release the GIL: labels and ids beside two threads parsing half the columns each
             from concurrent.futures import ThreadPoolExecutor
-            with ThreadPoolExecutor(2, thread_name_prefix='mlwb-parse') as ex:
-                list(ex.map(parse, range(len(self.feats))))
+            with ThreadPoolExecutor(3, thread_name_prefix='mlwb-parse') as ex:
+                keyed = ex.submit(keys)
+                bounds = list(ex.map(parse, (cols[:len(cols) // 2], cols[len(cols) // 2:])))
+                keyed = keyed.result()
+        codes, lab_missing, ids, id_missing, first = keyed
         lo, hi = s.min_value, s.max_value
         def ok(a):   # finite and in [lo, hi]; NaN compares False
             good = a >= lo if lo > -np.inf else np.isfinite(a)
             if hi < np.inf: good &= a <= hi
             elif lo > -np.inf: good &= a < np.inf
             return good
-        # in bulk, one pass per bound: a row is fine when its smallest and largest values are (NaN propagates)
-        bad_row = ~(ok(F.min(axis=0)) & ok(F.max(axis=0))) if n else np.zeros(0, bool)
+        # in bulk: a row is fine when its smallest and largest values are (NaN propagates)
+        bounds = [b for b in bounds if b[0] is not None]
+        if n and bounds:
+            row_lo, row_hi = bounds[0]
+            for b_lo, b_hi in bounds[1:]: row_lo, row_hi = np.minimum(row_lo, b_lo), np.maximum(row_hi, b_hi)
+            bad_row = ~(ok(row_lo) & ok(row_hi))
+        else: bad_row = np.zeros(n, bool)
         for i in np.flatnonzero(bad_row):   # the few rows with a problem, their columns in order
             for j in np.flatnonzero(~ok(F[:, i])):
                 c = self.feats[j]
@@ -462,7 +497,6 @@ class RowValidator:
                 elif not np.isfinite(F[j, i]): r = 'not a finite number'
                 else: r = f'value {F[j, i]:g} outside [{s.min_value:g}, {s.max_value:g}]'
                 problems.append((i, c, r))
-        codes, lab_missing = self._labels(chunk.column(s.label))
         flag(lab_missing, s.label, lambda i: 'missing label')
         if s.labels:
             allowed = {label_key(l) for l in s.labels}
@@ -471,22 +505,19 @@ class RowValidator:
             flag(unknown, s.label,
                  lambda i: f'unknown label {str(lab[int(i)].as_py())[:40]!r} (allowed: {sorted(allowed)[:10]})')
         if s.id_col:
-            ids, id_missing = _as_text(chunk.column(s.id_col))
             flag(id_missing, s.id_col, lambda i: 'missing id')
-            first = self.seen.first_rows(ids, id_missing, row0)
             flag(first > 0, s.id_col, lambda i: f'duplicate id {ids[int(i)].as_py()!r} (first at row {first[i]})')
         else: ids = pa.array(np.arange(row0 + 1, row0 + n + 1))
         bad_rows = sorted({p[0] for p in problems})
         keep = np.ones(n, bool)
         keep[bad_rows] = False
         k = int(keep.sum())
-        self._grow(self.n_clean + k)
-        at = self.n_clean
-        if len(bad_rows) > n // 100: self.X[:, at:at + k] = np.compress(keep, F, axis=1)
-        else:   # copy the runs between rejected rows (boolean indexing along rows is slow)
-            for lo, hi in zip([0] + [r + 1 for r in bad_rows], bad_rows + [n]):
-                self.X[:, at:at + hi - lo] = F[:, lo:hi]
-                at += hi - lo
+        if len(bad_rows) > n // 100: X[:, :k] = np.compress(keep, X, axis=1)
+        elif bad_rows:   # move the runs between rejected rows down (boolean indexing along rows is slow)
+            to = bad_rows[0]
+            for lo, hi in zip([r + 1 for r in bad_rows], bad_rows[1:] + [n]):
+                X[:, to:to + hi - lo] = X[:, lo:hi]
+                to += hi - lo
         self.ids.append(pc.filter(ids, pa.array(keep)))
         self.codes.append(codes[keep])
         self.n_clean += k
@@ -678,6 +709,47 @@ def ingest(source:str, # 'digits' or a path to a CSV/Parquet file (relative to `
     r = ingest_stream(source, schema, root, delimiter, max_rejected_fraction, chunk_rows)
     return r.clean, r.rejected, r.schema
 
+# %% ../nbs/01_data.ipynb #a24a9667
+def _classes(labels:np.ndarray) -> tuple: # (sorted classes, each row's class index, rows per class)
+    "`np.unique(labels, return_inverse=True, return_counts=True)`, by counting when the labels are small integers."
+    if labels.dtype.kind in 'iu' and len(labels):
+        lo, hi = int(labels.min()), int(labels.max())
+        if hi - lo < 1 << 20:
+            per = np.bincount(labels - lo, minlength=hi - lo + 1)
+            present = np.flatnonzero(per)
+            index = np.zeros(len(per), 'int64')
+            index[present] = np.arange(len(present))
+            return (present + lo).astype(labels.dtype), index[labels - lo], per[present]
+    classes, y, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    return classes, y.ravel(), counts
+
+def _stratified_split(idx:np.ndarray, # the positions to split
+                      labels:np.ndarray, # the label of each position
+                      test_size:float, # fraction for the second part
+                      seed:int, # random seed
+                     ) -> tuple: # (train, test) positions, as `train_test_split(idx, stratify=labels)` gives them
+    "scikit-learn's stratified `train_test_split` of `idx`, drawn the same way without its per-row Python loop."
+    import math
+    from sklearn.model_selection import train_test_split
+    try: from sklearn.utils.extmath import _approximate_mode   # scikit-learn's own tie-breaking, used as it is
+    except ImportError: _approximate_mode = None
+    classes, y, counts = _classes(labels)
+    n_test = math.ceil(test_size * len(idx))
+    n_train = len(idx) - n_test
+    if _approximate_mode is None or counts.min() < 2 or min(n_train, n_test) < len(classes):
+        return tuple(train_test_split(idx, test_size=test_size, stratify=labels, random_state=seed))   # its errors
+    small = y.astype('int16') if len(classes) < 1 << 15 else y   # a stable sort of 16-bit ints is a radix sort
+    by_class = np.split(np.argsort(small, kind='stable'), np.cumsum(counts)[:-1])
+    rng = np.random.RandomState(seed)
+    n_i = _approximate_mode(counts, n_train, rng)
+    t_i = _approximate_mode(counts - n_i, n_test, rng)
+    train, test = [], []
+    for i in range(len(classes)):
+        rows = by_class[i].take(rng.permutation(counts[i]), mode='clip')
+        train.append(rows[:n_i[i]])
+        test.append(rows[n_i[i]:n_i[i] + t_i[i]])
+    return idx[rng.permutation(np.concatenate(train))], idx[rng.permutation(np.concatenate(test))]
+
 # %% ../nbs/01_data.ipynb #50d31a01
 SPLITS = ('train', 'val', 'test')
 
@@ -688,7 +760,6 @@ def split_positions(labels:np.ndarray, # the label of each clean row
                     seed:int=42, # random seed
                    ) -> dict: # {'train': row positions, 'val': ..., 'test': ...}, each in id order
     "Deterministic stratified train/val/test split, as row positions (no copy of the data)."
-    from sklearn.model_selection import train_test_split
     if not (0 < test_size < 1 and 0 <= val_size < 1 and test_size + val_size < 1):
         raise ValueError(f"test_size={test_size} and val_size={val_size} must be fractions that sum to less than 1")
     counts = pd.Series(labels).value_counts()
@@ -696,16 +767,18 @@ def split_positions(labels:np.ndarray, # the label of each clean row
         raise ValueError(f"label {label_key(counts.idxmin())!r} has only {counts.min()} row(s); "
                          "a stratified split needs at least 3 per label")
     try:
-        rest, test = train_test_split(np.arange(len(labels)), test_size=test_size, stratify=labels, random_state=seed)
-        if val_size:
-            train, val = train_test_split(rest, test_size=val_size/(1-test_size), stratify=labels[rest],
-                                          random_state=seed)
+        rest, test = _stratified_split(np.arange(len(labels)), labels, test_size, seed)
+        if val_size: train, val = _stratified_split(rest, labels[rest], val_size/(1-test_size), seed)
         else: train, val = rest, rest[:0]
     except ValueError as e:
         raise ValueError(f"cannot split {len(labels)} rows of {len(counts)} classes with test_size={test_size}, "
                          f"val_size={val_size}: {e}") from None
     if len(ids) < 2 or (ids.dtype.kind in 'iuf' and (np.diff(ids) > 0).all()):   # ids ascend: id order is row order
-        return {k: np.sort(v) for k, v in zip(SPLITS, (train, val, test))}
+        def ordered(v):   # distinct positions: a mask orders them in one pass
+            mask = np.zeros(len(labels), bool)
+            mask[v] = True
+            return np.flatnonzero(mask)
+        return {k: ordered(v) for k, v in zip(SPLITS, (train, val, test))}
     return {k: v[np.argsort(ids[v], kind='stable')] for k, v in zip(SPLITS, (train, val, test))}
 
 def split_dataset(df:pd.DataFrame, # clean rows with a `label` column
@@ -776,11 +849,12 @@ def save_split(clean:pd.DataFrame, # the clean rows
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=temp_prefix(out_dir.name)))
     def write(name) -> list: # the row hashes of each part of split `name`, in order
         pos, hashes, writer = positions[name], [], None
-        try:
-            for i in range(0, max(len(pos), 1), chunk_rows):
-                part = clean.take(pos[i:i + chunk_rows]).reset_index(drop=True)
-                hashes.append(pd.util.hash_pandas_object(part, index=False).to_numpy())
-                table = pa.Table.from_pandas(part, preserve_index=False)
+        def part(i): # (row hashes, Arrow table) of the split's rows from position i
+            df = clean.take(pos[i:i + chunk_rows]).reset_index(drop=True)
+            return pd.util.hash_pandas_object(df, index=False).to_numpy(), pa.Table.from_pandas(df, preserve_index=False)
+        try:   # the next part is made while this one is encoded: the writer of the largest split is the critical path
+            for hashed, table in _read_ahead(map(part, range(0, max(len(pos), 1), chunk_rows))):
+                hashes.append(hashed)
                 writer = writer or pq.ParquetWriter(tmp/f'{name}.parquet', table.schema)
                 writer.write_table(table)
         finally:
