@@ -27,17 +27,23 @@ print(json.dumps(out))
 WORKERS = r'''
 import json, multiprocessing as mp, sys
 from mlops_workbench.config import load_config
-from mlops_workbench.registry import register_logged   # imported once, before any store is opened: safe to fork
+from mlops_workbench.registry import register_logged
+from mlops_workbench.tracking import ensure_store, get_client
+import mlflow.tracking, mlflow.store.tracking.sqlalchemy_store, mlflow.store.model_registry.sqlalchemy_store   # what a
+# process's first registration imports (~2 s): imported once here, before any store is opened, so safe to fork
 cfg, logged = load_config('.', env={}), json.loads(open('logged.json').read())
 ctx = mp.get_context('fork')
-go, done = ctx.Event(), ctx.Queue()
+ready, done = ctx.Barrier(len(logged) + 1, timeout=300), ctx.Queue()
 def work(rid, model_id, weights):
-    if not go.wait(300): return done.put(('no start signal', rid))
-    try: done.put((register_logged(rid, model_id, weights, cfg).version, rid))
+    try:
+        ensure_store(cfg)                  # each opens the store (one at a time, under its lock) and reads its run,
+        get_client(cfg).get_run(rid)
+        ready.wait()                       # then all register at once
+        done.put((register_logged(rid, model_id, weights, cfg).version, rid))
     except BaseException as e: done.put((f'{type(e).__name__}: {e}', rid))
 procs = [ctx.Process(target=work, args=args) for args in logged]
 for p in procs: p.start()
-go.set()                                                              # all started: register at once
+ready.wait()
 got = [done.get(timeout=600) for _ in procs]
 for p in procs: p.join(60)
 print(json.dumps(dict(got=got, codes=[p.exitcode for p in procs])))
