@@ -14,8 +14,10 @@ Data sets: `project` = the default model's embeddings of the 1,797 digits (MLP [
 standard-normal 64-d vectors, `random1m` = 1,000,000 (slow here: not in the default set). Queries: 100 held-out
 vectors of the same kind (for `project`, the embeddings of 100 digits with 1% noise).
 Figures are medians with min-max over `--reps` repetitions. Results: bench/results/vectors.json.
+`--server`: the same through `mlwb milvus-server` (Milvus Lite's engine in its own process, reached over gRPC at
+MILVUS_URI=http://127.0.0.1:PORT), the route the workbench offers to share one store between processes.
 Run: `.venv/bin/python bench/vectors.py` (default: project,project10,random100k, 3 reps)."""
-import argparse, json, os, platform, shutil, statistics, tempfile, time
+import argparse, contextlib, json, os, platform, shutil, socket, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 import numpy as np
 
@@ -67,6 +69,7 @@ def main():
     ap.add_argument('--sets', default='project,project10,random100k')
     ap.add_argument('--reps', type=int, default=3)
     ap.add_argument('--configs', default='', help="comma-separated labels of CONFIGS to run (default: all)")
+    ap.add_argument('--server', action='store_true', help='search through `mlwb milvus-server` instead of in process')
     ap.add_argument('--out', type=Path, default=HERE/'results'/'vectors.json')
     a = ap.parse_args()
     import faiss
@@ -75,10 +78,28 @@ def main():
     k = 10
     tmp = Path(tempfile.mkdtemp(prefix='mlwb-bench-vectors-'))
     (tmp/'params.yaml').write_text('project: {}\n')
-    client = vectors.connect(load_config(tmp, env={}))
+    server, env = None, {}
+    if a.server:   # `mlwb milvus-server` in the temporary project, on a free loopback port
+        with contextlib.closing(socket.socket()) as s_:
+            s_.bind(('127.0.0.1', 0))
+            port = s_.getsockname()[1]
+        clean = {k: v for k, v in os.environ.items() if not k.startswith('MILVUS_')}
+        mlwb = Path(sys.executable).with_name('mlwb')
+        server = subprocess.Popen([str(mlwb), 'milvus-server', '--port', str(port)], cwd=tmp, env=clean,
+                                  stdout=open(tmp/'server.log', 'w'), stderr=subprocess.STDOUT)
+        t0 = time.monotonic()
+        while True:
+            with contextlib.closing(socket.socket()) as s_:
+                if s_.connect_ex(('127.0.0.1', port)) == 0: break
+            if server.poll() is not None or time.monotonic() - t0 > 120:
+                raise SystemExit(f"mlwb milvus-server did not listen on {port}: {(tmp/'server.log').read_text()[-2000:]}")
+            time.sleep(0.2)
+        env = {'MILVUS_URI': f'http://127.0.0.1:{port}'}
+    client = vectors.connect(load_config(tmp, env=env))
     res = dict(machine=dict(python=platform.python_version(), cpus=os.cpu_count(), platform=platform.platform(),
                             faiss=faiss.__version__, faiss_threads=faiss.omp_get_max_threads()),
-               date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), reps=a.reps, k=k, sets=[])
+               date=time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), reps=a.reps, k=k, sets=[],
+               store='mlwb milvus-server' if a.server else 'Milvus Lite in process', command=' '.join(sys.argv))
     configs = [c for c in CONFIGS if not a.configs or c[0] in a.configs.split(',')]
     try:
         for name in a.sets.split(','):
@@ -117,7 +138,12 @@ def main():
             res['sets'].append(entry)
             a.out.parent.mkdir(parents=True, exist_ok=True)
             a.out.write_text(json.dumps(res, indent=1))
-    finally: shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if server is not None:
+            server.terminate()
+            try: server.wait(120)
+            except subprocess.TimeoutExpired: server.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
     for e in res['sets']:
         for c in e['configs']:
             s = c['summary']
