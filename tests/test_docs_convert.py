@@ -26,6 +26,9 @@ def test_links_become_relative_to_the_page():
     assert links(md, 0) == ('See <a class="apilink" href="vectors.html#connect"><code>connect</code></a> '
                             'and [the data page](own_data.ipynb#top).')
     assert 'href="../vectors.html#connect"' in links(md, 1)
+    # a private name has no entry (show_doc documents public names): nbdev still links it, the page keeps plain code
+    assert links(f'[`_stratified_split`]({BASE}data.html#_stratified_split) and [`Config._x`]({BASE}config.html#config._x)', 0) \
+        == '`_stratified_split` and `Config._x`'
     fenced = f'```python\n[`connect`]({BASE}vectors.html#connect)\n```'
     assert links(fenced, 0) == '```python\nconnect\n```'   # inside code: the plain name
     src = links('[source](https://github.com/x/y.py#L3){target="_blank" style="float:right"}', 0)

@@ -43,8 +43,13 @@ class Links:
             if i % 2: parts[i] = self.re_md.sub(lambda m: m[1], p)    # a fenced code block: the name, unlinked
             else:
                 p = self.re_src.sub(lambda m: f'<a class="sourcelink" href="{m[1]}" style="float:right; font-size:smaller">source</a>', p)
-                parts[i] = self.re_md.sub(lambda m: f'<a class="apilink" href="{up}{m[2]}"><code>{m[1]}</code></a>', p).replace(self.base, up)
+                parts[i] = self.re_md.sub(lambda m: self._api(m, up), p).replace(self.base, up)
         return ''.join(parts)
+    @staticmethod
+    def _api(m, up:str) -> str:
+        "A link to a name's entry; a private name (`_helper`) has none (show_doc documents public names): plain code."
+        if m[2].partition('#')[2].startswith('_') or m[1].rpartition('.')[2].startswith('_'): return f'`{m[1]}`'
+        return f'<a class="apilink" href="{up}{m[2]}"><code>{m[1]}</code></a>'
 
 def _anchor(title:str) -> str:
     "An anchor nbdev links to (`#name` lower-case) where docutils and MyST make other ids (`Config.path` -> `config-path`, `configpath`)."
