@@ -122,16 +122,18 @@ def check_and_retrain(batch:str|Path, # a batch in data/batches/
     from mlops_workbench.registry import aliases, CHAMPION
     from mlops_workbench.stages import dvc_repro
     from mlops_workbench.batches import batch_name
+    from mlops_workbench.kernels import kernel_pool
     cfg, batch = cfg or load_config(), Path(batch)
-    before = aliases(cfg).get(CHAMPION)
-    dvc_repro(cfg, 'monitor', quiet=quiet)
-    rep = batch_report(cfg, batch_name(batch))
-    out = dict(batch=batch_name(batch), drift=rep['drift'], families=rep['families'], champion_before=before, retrained=False)
-    if rep['drift'] and retrain_on_drift:
-        gate = retrain(batch, load_config(cfg.root), quiet)
-        out.update(retrained=True, challenger=gate['challenger'], gate_passed=gate['passed'],
-                   gate_reasons=gate['reasons'])
-    out['champion'] = aliases(cfg).get(CHAMPION)
+    with kernel_pool():   # the check's and the retraining's stages share one kernel pool
+        before = aliases(cfg).get(CHAMPION)
+        dvc_repro(cfg, 'monitor', quiet=quiet)
+        rep = batch_report(cfg, batch_name(batch))
+        out = dict(batch=batch_name(batch), drift=rep['drift'], families=rep['families'], champion_before=before, retrained=False)
+        if rep['drift'] and retrain_on_drift:
+            gate = retrain(batch, load_config(cfg.root), quiet)
+            out.update(retrained=True, challenger=gate['challenger'], gate_passed=gate['passed'],
+                       gate_reasons=gate['reasons'])
+        out['champion'] = aliases(cfg).get(CHAMPION)
     return out
 
 def run_loop(scenario:str='noise', # drift scenario of the simulated batch

@@ -14,6 +14,7 @@ __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'noteboo
 import ast, contextlib, difflib, io, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, tokenize
 from pathlib import Path
 from .config import Config, load_config, dvc_outputs, stale_temps
+from .kernels import kernel_pool, kill_pooled, pool_folder, pooled_kernel_for_stage, pooled_provisioner
 
 # %% ../nbs/06_stages.ipynb #e5eb3fa8
 class ParamError(ValueError):
@@ -363,8 +364,8 @@ def clean_stale(cfg:Config) -> list:
     "Remove the temporary files and folders of stage runs and writers whose process is gone; return them."
     import psutil
     found = [(p, int(m.group(1))) for p in cfg.path('reports').glob('.tmp-*') if (m := _STALE.match(p.name))]
-    found += [(p, int(m.group(1))) for p in Path(tempfile.gettempdir()).glob('mlwb-kernel-*')
-              if (m := re.match(r'mlwb-kernel-(\d+)-', p.name))]
+    found += [(p, int(m.group(1))) for p in Path(tempfile.gettempdir()).glob('mlwb-*')
+              if (m := re.match(r'mlwb-(?:kernel|pool)-(\d+)-', p.name))]   # kernel sockets, kernel pools
     gone = [p for p, pid in found if not psutil.pid_exists(pid)]
     gone += [p for d in _output_folders(cfg) for p in stale_temps(d)]   # `atomic_write` temps of killed writers
     for p in gone:
@@ -408,6 +409,7 @@ class _Guard:
         self.tmp, self.ppid, self.done, self.old = tmp_files, os.getppid(), threading.Event(), {}
         self.shells = _shell_wrappers()
     def abort(self, why:str, code:int):
+        kill_pooled()   # a kernel from the pool is the pool's child, not ours
         _kill_children()
         for f in self.tmp:
             if Path(f).is_dir(): shutil.rmtree(f, ignore_errors=True)
@@ -474,6 +476,8 @@ def _execute(stage:str, nb:Path, tmp:Path, params:dict, cfg:Config, sockets:Path
     from jupyter_core.utils import run_sync
     import logging
     km, oom, quiet = kernel_manager(cfg.kernel, sockets), _oom_kills(), _NoDeathLog()
+    pool = pool_folder()   # under `dvc_repro`: from the run's second kernel on, a fork of the pool (see `kernels`)
+    if pool is not None and pooled_kernel_for_stage(pool, cfg.root, km.kernel_spec.argv): pooled_provisioner(km, pool)
     try:
         start_kernel(km, cfg.root)   # it boots while papermill is imported and the notebook parameterized
         pm = import_papermill()
@@ -592,18 +596,19 @@ def dvc_repro(cfg:Config, # the project
     if not dvc: raise FileNotFoundError("dvc is not installed in this environment (run `make install`)")
     cmd = [dvc, 'repro', *(['--force'] if force else []), *(['--dry'] if dry else []), *targets]
     if not quiet: print('$ dvc', ' '.join(cmd[1:]), flush=True)
-    p = subprocess.Popen(cmd, cwd=cfg.root, env=env, text=True, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT if quiet else None)
-    kept = []
-    try:
-        for line in drop_hints(p.stdout):
-            if quiet: kept.append(line)
-            else: print(line, end='', flush=True)
-        rc = p.wait()
-    except KeyboardInterrupt:   # Ctrl-C reached DVC and its stage too: give them a bounded while to stop
-        try: p.wait(timeout=60)
-        except subprocess.TimeoutExpired: p.kill()
-        raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` interrupted") from None
+    with kernel_pool(env):   # the stages' kernels come from one pool, which ends with this run
+        p = subprocess.Popen(cmd, cwd=cfg.root, env=env, text=True, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT if quiet else None)
+        kept = []
+        try:
+            for line in drop_hints(p.stdout):
+                if quiet: kept.append(line)
+                else: print(line, end='', flush=True)
+            rc = p.wait()
+        except KeyboardInterrupt:   # Ctrl-C reached DVC and its stage too: give them a bounded while to stop
+            try: p.wait(timeout=60)
+            except subprocess.TimeoutExpired: p.kill()
+            raise ReproFailed(f"`{' '.join(['dvc', 'repro', *targets])}` interrupted") from None
     if rc and check:
         last = ''.join(kept).strip().splitlines()[-1:] if quiet else []
         why = f": {last[0]}" if last else ''

@@ -131,6 +131,27 @@ def pytest_collection_modifyitems(config, items):
         if 'tutorial_runs' in names: item.add_marker(pytest.mark.tutorials)
         elif item.path.name in BESIDE_TUTORIALS: item.add_marker(pytest.mark.beside_tutorials)
 
+def orphan_pools() -> list:
+    "Kernel pool servers (mlops_workbench.kernels) whose owning run has ended."
+    import re, psutil
+    from mlops_workbench.kernels import alive
+    out = []
+    for p in psutil.process_iter(['cmdline']):
+        code = (p.info['cmdline'] or [''])[-1]
+        m = re.search(r'import serve; .*serve\(.*?, (\d+), ', code)
+        if m and not alive(int(m.group(1))): out.append(p)
+    return out
+
+def pytest_sessionfinish(session, exitstatus):
+    "No kernel pool may outlive the run that owns it (a pool stops within a second of its owner): fail the session if one does."
+    import time
+    t0 = time.time()
+    while (left := orphan_pools()) and time.time() - t0 < 10: time.sleep(0.2)
+    if left:
+        print(f"\nkernel pools outlived their runs: {[p.pid for p in left]}", file=sys.stderr)
+        for p in left: p.kill()
+        session.exitstatus = 1
+
 @pytest.fixture
 def scratch(tmp_path) -> Path:
     "A fresh copy of the repo on which nothing has run."

@@ -34,7 +34,7 @@ def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
     root = testkit.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
     set_params(root, **SMALL)
     git(root, 'commit', '-qm', 'small params', 'params.yaml')
-    sh(['dvc', 'repro'], root, timeout=3000)
+    sh(['mlwb', 'run'], root, timeout=3000)   # as `make run` runs it (checks, then `dvc repro`)
     changed = [l[3:] for l in git(root, 'status', '--porcelain', '--untracked-files=all').stdout.splitlines()]
     owned = dvc_owned(root)
     assert changed, 'the pipeline rewrote none of its committed outputs?'
