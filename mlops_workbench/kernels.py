@@ -7,11 +7,11 @@ __all__ = ['POOL_ENV', 'OWNER_ENV', 'SOCKET', 'PIDFILE', 'USED', 'LOG', 'PRELOAD
            'env_mismatch', 'preload', 'alive', 'interpreter', 'refusal', 'serve', 'PooledKernel', 'kill_pooled',
            'request_kernel', 'start_pool', 'pooled_kernel_for_stage', 'stop_pool', 'kernel_pool', 'pooled_provisioner']
 
-# %% ../nbs/05a_kernels.ipynb #k003ee01
+# %% ../nbs/05a_kernels.ipynb #3dd7f379
 import atexit, contextlib, json, os, re, select, shutil, signal, socket, subprocess, sys, tempfile, time, traceback
 from pathlib import Path
 
-# %% ../nbs/05a_kernels.ipynb #k005ee01
+# %% ../nbs/05a_kernels.ipynb #ddd79af4
 POOL_ENV = 'MLWB_KERNEL_POOL'    # this run's pool folder (set by `kernel_pool`); unset or '0': every kernel starts cold
 OWNER_ENV = 'MLWB_KERNEL_POOL_OWNER'   # the pid of the process that owns the pool: the pool ends with it
 SOCKET, PIDFILE, USED, LOG = 'pool.sock', 'server.pid', 'kernels.used', 'server.log'
@@ -33,14 +33,14 @@ def pool_folder(env:dict|None=None) -> Path|None:
     v = env.get(POOL_ENV, '')
     return Path(v) if v not in ('', '0') and env.get(OWNER_ENV, '').isdigit() else None
 
-# %% ../nbs/05a_kernels.ipynb #k008ee01
+# %% ../nbs/05a_kernels.ipynb #5ab2d42b
 def env_mismatch(base:dict, # the environment the pool started in
                  env:dict, # the environment a kernel is asked for
                 ) -> list: # the names that differ, sorted
     "The variables, other than run-time ones, whose value differs between the pool's start and a kernel's environment."
     return sorted(k for k in set(base) | set(env) if not RUNTIME_ENV.match(k) and base.get(k) != env.get(k))
 
-# %% ../nbs/05a_kernels.ipynb #k011ee01
+# %% ../nbs/05a_kernels.ipynb #1692da56
 def preload(modules=PRELOAD) -> dict:
     "Import `modules` in order; return the ones that failed, with why (a kernel imports those itself)."
     failed = {}
@@ -49,14 +49,14 @@ def preload(modules=PRELOAD) -> dict:
         except Exception as e: failed[m] = f"{type(e).__name__}: {e}"
     return failed
 
-# %% ../nbs/05a_kernels.ipynb #k013ee01
+# %% ../nbs/05a_kernels.ipynb #1ffda406
 def alive(pid:int) -> bool:
     "Whether process `pid` runs (a zombie, ended but not yet reaped, does not)."
     import psutil
     try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.Error: return False
 
-# %% ../nbs/05a_kernels.ipynb #k016ee01
+# %% ../nbs/05a_kernels.ipynb #884391b2
 def _send(conn, obj): conn.sendall(json.dumps(obj).encode() + b'\n')
 
 def _read_line(conn, first:bytes=b'') -> dict:
@@ -88,7 +88,7 @@ def refusal(req:dict, # {'argv': the kernel's command, 'env': its environment, '
     diff = env_mismatch(base, req.get('env') or {})
     return f"environment differs in {', '.join(diff)}" if diff else None
 
-# %% ../nbs/05a_kernels.ipynb #k020ee01
+# %% ../nbs/05a_kernels.ipynb #c9b7711b
 def _watch_stage(conn):
     "In a forked kernel: end it when the stage that asked for it is gone (its end of `conn` closes)."
     conn.setblocking(True)
@@ -132,7 +132,7 @@ def _become_kernel(req:dict, fds:list, conn, others:list):
                 except Exception: pass
             os._exit(code)
 
-# %% ../nbs/05a_kernels.ipynb #k021ee01
+# %% ../nbs/05a_kernels.ipynb #22759ee3
 def _reap(kernels:dict, watched:dict):
     "Collect ended kernels and tell each one's stage its exit status (negative: the signal that killed it)."
     while True:
@@ -219,7 +219,7 @@ def _fork_kernel(listener, base:dict, options:list, kernels:dict, watched:dict, 
     finally:
         for fd in fds: os.close(fd)
 
-# %% ../nbs/05a_kernels.ipynb #k023ee01
+# %% ../nbs/05a_kernels.ipynb #4ddfdce8
 class PooledKernel:
     "What jupyter_client uses of `subprocess.Popen`, for a kernel that the pool forked: the pool reports its exit."
     stdin = stdout = stderr = None
@@ -259,7 +259,7 @@ def kill_pooled():
     "Kill this process's pooled kernels (they are the pool's children, not ours: a kill of our children misses them)."
     for k in list(LIVE): k.kill()
 
-# %% ../nbs/05a_kernels.ipynb #k024ee01
+# %% ../nbs/05a_kernels.ipynb #32fc06f0
 def _last_line(p:Path) -> str:
     try: return (p.read_text(errors='replace').strip().splitlines() or ['no output'])[-1]
     except OSError: return 'no log'
@@ -301,7 +301,7 @@ def request_kernel(folder:str|Path, # the pool folder
     LIVE.add(k)
     return k
 
-# %% ../nbs/05a_kernels.ipynb #k025ee01
+# %% ../nbs/05a_kernels.ipynb #95ee4ef2
 def start_pool(folder:str|Path, # the pool folder
                owner:int, # the process the pool belongs to
                cwd:str|Path, # where the kernels will run (the project root: its `mlops_workbench` comes first)
@@ -319,7 +319,7 @@ def start_pool(folder:str|Path, # the pool folder
     os.close(fd)
     return p.pid
 
-# %% ../nbs/05a_kernels.ipynb #k026ee01
+# %% ../nbs/05a_kernels.ipynb #01c772c0
 def pooled_kernel_for_stage(folder:str|Path, cwd:str|Path, argv:list) -> bool:
     "Whether this stage's kernel should come from the pool: from the second kernel of a run on (the first starts it)."
     folder = Path(folder)
@@ -330,7 +330,7 @@ def pooled_kernel_for_stage(folder:str|Path, cwd:str|Path, argv:list) -> bool:
         with contextlib.suppress(FileExistsError): start_pool(folder, int(os.environ[OWNER_ENV]), cwd, interpreter(argv))
     return True
 
-# %% ../nbs/05a_kernels.ipynb #k027ee01
+# %% ../nbs/05a_kernels.ipynb #c145f407
 def stop_pool(folder:str|Path, # the pool folder
               timeout:float=10, # seconds to wait for the server to end before killing it
              ):
@@ -364,7 +364,7 @@ def kernel_pool(env:dict|None=None, # the environment to name the pool in (defau
             if v is None: env.pop(k, None)
             else: env[k] = v
 
-# %% ../nbs/05a_kernels.ipynb #k028ee01
+# %% ../nbs/05a_kernels.ipynb #9f972e2f
 def pooled_provisioner(km, # a kernel manager with no kernel yet
                        folder:str|Path, # the pool folder
                       ):

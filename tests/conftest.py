@@ -133,14 +133,9 @@ def pytest_collection_modifyitems(config, items):
 
 def orphan_pools() -> list:
     "Kernel pool servers (mlops_workbench.kernels) whose owning run has ended."
-    import re, psutil
+    import psutil
     from mlops_workbench.kernels import alive
-    out = []
-    for p in psutil.process_iter(['cmdline']):
-        code = (p.info['cmdline'] or [''])[-1]
-        m = re.search(r'import serve; .*serve\(.*?, (\d+), ', code)
-        if m and not alive(int(m.group(1))): out.append(p)
-    return out
+    return [psutil.Process(pid) for pid, owner in testkit.pool_servers().items() if not alive(owner)]
 
 def pytest_sessionfinish(session, exitstatus):
     "No kernel pool may outlive the run that owns it (a pool stops within a second of its owner): fail the session if one does."

@@ -5,6 +5,7 @@ import json, os, signal, subprocess, time
 from pathlib import Path
 import psutil, pytest
 from conftest import sh, clean_env
+import testkit
 
 STAGES = ['a', 'b', 'c']
 CELL = '''import json, os, signal, time
@@ -39,13 +40,6 @@ def pool_project(root: Path, **hows) -> Path:
        'git commit -qm init', root)
     return root
 
-def pools(owner: int|None=None) -> list:
-    "The pool servers running on this machine (those owned by `owner`)."
-    out = []
-    for p in psutil.process_iter(['cmdline']):
-        cmd = ' '.join(p.info['cmdline'] or [])
-        if 'mlops_workbench.kernels import serve' in cmd and (owner is None or f', {owner}, (' in cmd): out.append(p)
-    return out
 
 def gone(pids, timeout=20) -> list:
     "The processes of `pids` still running after `timeout` seconds."
@@ -96,5 +90,5 @@ def test_a_killed_run_leaves_no_pool_kernel_or_report(tmp_path, sig):
     finally:
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
     assert not gone([kernel['pid'], kernel['ppid'], kernel['stage_pid']]), 'a kernel, the pool or the stage outlived the run'
-    assert not pools(p.pid) and not Path(kernel['pool']).exists()
+    assert not testkit.pool_servers({p.pid}) and not Path(kernel['pool']).exists()
     assert not (root/'reports'/'c.ipynb').exists() and not (root/'out'/'c.json').exists()

@@ -1,6 +1,6 @@
 """Scratch copies of the repo and the environment of a user who set nothing: what the tests (tests/conftest.py), the
 benchmarks and the docs builder (tutorials run in a copy) share. No pytest here: plain functions."""
-import os, shutil, subprocess, sys, tempfile, time
+import os, re, shutil, subprocess, sys, tempfile, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,18 +55,34 @@ def tiled_digits(root:Path, scale:int) -> tuple: # (params.yaml's source, number
     df.to_csv(root/'data'/'raw'/f'digits{scale}.csv', index=False)
     return f'data/raw/digits{scale}.csv', n
 
+def pool_servers(owners=None) -> dict:
+    "The kernel pool servers (mlops_workbench.kernels) running here, by pid: their owner's pid (only `owners`' if given)."
+    import psutil
+    found = {}   # pid -> (parent pid, owner); a forked kernel keeps its server's command line: told apart by its parent
+    for q in psutil.process_iter(['cmdline', 'ppid']):
+        m = re.search(r'import serve; .*serve\(.*?, (\d+), ', (q.info['cmdline'] or [''])[-1])
+        if m: found[q.pid] = (q.info['ppid'], int(m.group(1)))
+    return {pid: owner for pid, (ppid, owner) in found.items()
+            if ppid not in found and (owners is None or owner in owners)}
+
 def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit code, seconds, peak bytes, output)
-    "Run `cmd`, sampling the summed RSS of its whole process tree; its exit code, wall time, peak and output."
+    """Run `cmd`, sampling the summed RSS of its whole process tree (with the kernel pool its run owns: the pool's
+    kernels are the pool server's children, not the run's); its exit code, wall time, peak and output."""
     import psutil
     t0 = time.monotonic()
     with tempfile.TemporaryFile('w+') as log:
         p = subprocess.Popen(cmd, cwd=cwd, env=clean_env(PYTHONUNBUFFERED='1'), stdout=log, stderr=subprocess.STDOUT,
                              text=True)   # a file, not a pipe: a long run's output never blocks it
-        proc, peak = psutil.Process(p.pid), 0
+        proc, peak, pools, n = psutil.Process(p.pid), 0, [], 0
         while p.poll() is None:
             try:
                 tree = [proc] + proc.children(recursive=True)
-                peak = max(peak, sum(q.memory_info().rss for q in tree))
+                if n % 20 == 0: pools = [psutil.Process(q) for q in pool_servers({t.pid for t in tree})]
+                n += 1
+                for q in pools:   # the stage that starts the pool is its parent until it ends: count each process once
+                    try: tree += [q] + q.children(recursive=True)
+                    except psutil.Error: pass
+                peak = max(peak, sum(q.memory_info().rss for q in {q.pid: q for q in tree}.values()))
             except psutil.Error: pass
             if time.monotonic() - t0 > timeout:
                 p.kill()
