@@ -113,14 +113,13 @@ def batch_frame(path:str|Path, # a batch file: `.parquet`, or `.parquet.enc` (de
                 key:bytes|None=None, # the master key (default: `secure.load_key()` when the batch is encrypted)
                ) -> pd.DataFrame:
     "A batch file's rows; an encrypted batch is checked and decrypted in memory (a wrong key or a change: `SecureError`)."
-    from mlops_workbench.data import DataFileError, read_table
+    from mlops_workbench.data import DataFileError, read_table, parquet_frame
     path = Path(path)
     if not path.name.endswith(ENC_SUFFIX): return read_table(path)
-    import io, pandas as pd
     from mlops_workbench.secure import decrypt_bytes, load_key
     if not path.is_file(): raise DataFileError(f"{path}: file not found")
     plain = decrypt_bytes(path.read_bytes(), key or load_key(why=f"reading the encrypted batch {path.name}"), str(path))
-    try: return pd.read_parquet(io.BytesIO(plain))
+    try: return parquet_frame(plain)
     except Exception as e: raise DataFileError(f"{path}: not a readable Parquet file once decrypted ({type(e).__name__})") from None
 
 def read_batch(path:str|Path, # a batch file (see `batch_frame`)

@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['CSV_SUFFIXES', 'PARQUET_SUFFIXES', 'QUARANTINE_ENC', 'SPLITS', 'DataFileError', 'Schema', 'digits_schema',
-           'load_digits_frame', 'sniff_file', 'check_columns', 'open_chunks', 'read_table', 'label_key', 'plain_pages',
-           'RowValidator', 'validate_rows', 'describe_rejections', 'Ingested', 'ingest_stream', 'ingest',
-           'split_positions', 'split_dataset', 'fingerprint', 'replace_dir', 'save_prepared', 'save_split',
-           'load_prepared', 'to_arrays', 'read_quarantine', 'write_quarantine']
+           'load_digits_frame', 'sniff_file', 'check_columns', 'open_chunks', 'read_table', 'parquet_frame',
+           'label_key', 'plain_pages', 'RowValidator', 'validate_rows', 'describe_rejections', 'Ingested',
+           'ingest_stream', 'ingest', 'split_positions', 'split_dataset', 'fingerprint', 'replace_dir', 'save_prepared',
+           'save_split', 'load_prepared', 'to_arrays', 'read_quarantine', 'write_quarantine']
 
 # %% ../nbs/01_data.ipynb #8f153ceb
 import codecs, csv, hashlib, io, os, re, shutil, tempfile
@@ -279,6 +279,13 @@ def read_table(path:str|Path, # a .csv/.tsv/.txt or .parquet file
         except pd.errors.ParserError as e: raise DataFileError(f"{path}: malformed CSV: {str(e).strip()}") from None
     if len(df) == 0: raise DataFileError(f"{path}: has a header but no data rows")
     return df
+
+# %% ../nbs/01_data.ipynb #pqbytes1
+def parquet_frame(data:bytes, # a whole Parquet file's bytes (a file decrypted in memory, say)
+                 ) -> pd.DataFrame:
+    "A DataFrame from Parquet bytes, read through Arrow's own buffer rather than a Python file object."
+    import pyarrow as pa, pyarrow.parquet as pq
+    return pq.read_table(pa.BufferReader(data)).to_pandas()
 
 # %% ../nbs/01_data.ipynb #0fe42057
 _MISSING = {'', 'nan', 'NaN', 'NA', 'N/A', 'null', 'NULL', 'None'}

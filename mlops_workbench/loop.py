@@ -38,7 +38,7 @@ def set_prepare_source(params_file:str|Path, # params.yaml
 def source_frame(cfg:Config, # workbench config
                 ) -> pd.DataFrame:
     "The current prepare source as a frame (digits, or the raw CSV/Parquet file as written; `.enc`: decrypted in memory)."
-    from mlops_workbench.data import load_digits_frame, read_table, PARQUET_SUFFIXES
+    from mlops_workbench.data import load_digits_frame, read_table, parquet_frame, PARQUET_SUFFIXES
     prep = cfg.params.get('prepare') or {}
     src = str(prep.get('source', 'digits'))
     if src == 'digits': return load_digits_frame()
@@ -46,9 +46,9 @@ def source_frame(cfg:Config, # workbench config
     if not src.endswith(ENC_SUFFIX): return read_table(path, prep.get('delimiter', ','))
     import io
     from mlops_workbench.secure import decrypt_bytes, load_key
-    plain = io.BytesIO(decrypt_bytes(path.read_bytes(), load_key(cfg.root, why=f"reading {src}"), str(path)))
-    if Path(src.removesuffix(ENC_SUFFIX)).suffix.lower() in PARQUET_SUFFIXES: return pd.read_parquet(plain)
-    return pd.read_csv(plain, sep=prep.get('delimiter', ','), dtype=str, keep_default_na=False, skipinitialspace=True,
+    plain = decrypt_bytes(path.read_bytes(), load_key(cfg.root, why=f"reading {src}"), str(path))
+    if Path(src.removesuffix(ENC_SUFFIX)).suffix.lower() in PARQUET_SUFFIXES: return parquet_frame(plain)
+    return pd.read_csv(io.BytesIO(plain), sep=prep.get('delimiter', ','), dtype=str, keep_default_na=False, skipinitialspace=True,
                        encoding='utf-8-sig')
 
 # %% ../nbs/15_loop.ipynb #f78c9e1f

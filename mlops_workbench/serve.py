@@ -305,11 +305,12 @@ def read_segment(p:Path, # a segment: `.parquet`, or `.parquet.enc` (decrypted i
                  key:bytes|None=None, # the master key (default: `secure.load_key()` when the segment is encrypted)
                 ): # a pandas DataFrame
     "One segment of the prediction log; an encrypted one is checked and decrypted in memory, never onto disk."
-    import io, pandas as pd
+    import pandas as pd
+    from mlops_workbench.data import parquet_frame
     if not p.name.endswith(ENC): return pd.read_parquet(p)
     from mlops_workbench.secure import decrypt_bytes, load_key
     key = key or load_key(why=f"reading the encrypted prediction log ({p.name})")
-    return pd.read_parquet(io.BytesIO(decrypt_bytes(p.read_bytes(), key, str(p))))
+    return parquet_frame(decrypt_bytes(p.read_bytes(), key, str(p)))
 
 def log_segments(folder:str|Path, kind:str='seg') -> list:
     "The segments of one stream, plain and encrypted, oldest first."
