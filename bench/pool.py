@@ -17,11 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent/'tests'))
 from conftest import copy_repo, clean_env, sh, set_params, SMALL   # the same scratch-copy helpers as the tests
-
-def machine_cpu() -> float:
-    "CPU seconds the whole machine has spent busy (all cores: user, nice, system, irq, softirq, steal) since boot."
-    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf('SC_CLK_TCK')
+from testkit import machine_cpu, pool_servers
 
 def run(root:Path, env:dict) -> dict:
     "One `mlwb run --force`: wall seconds, the machine's CPU seconds, each stage's time."
@@ -29,18 +25,10 @@ def run(root:Path, env:dict) -> dict:
     r = sh(['mlwb', 'run', '--force'], root, env=env, timeout=3600)
     wall = time.perf_counter() - t0
     deadline = time.time() + 15   # the pool server ends within a second of its run; its kernels before it
-    while _pools() and time.time() < deadline: time.sleep(0.05)
+    while pool_servers() and time.time() < deadline: time.sleep(0.05)
     m1 = machine_cpu()
     stages = {m.group(1): float(m.group(2)) for m in re.finditer(r'^stage (\w+) done in ([\d.]+) s', r.stdout, re.M)}
     return dict(wall=wall, cpu=m1 - m0, stages=stages, cold_fallbacks=r.stderr.count('starting the kernel cold'))
-
-def _pools() -> bool:
-    "Whether a pool server still runs under this process."
-    for p in Path('/proc').glob('[0-9]*'):
-        try:
-            if 'kernels import serve' in (p/'cmdline').read_bytes().decode(errors='replace'): return True
-        except OSError: pass
-    return False
 
 def stats(xs:list) -> dict:
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), runs=xs)

@@ -20,6 +20,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent/'tests'))
 from conftest import copy_repo, clean_env, sh   # the same scratch-copy helpers as the tests
+from testkit import machine_cpu
 
 STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed', 'gate', 'monitor']
 
@@ -40,11 +41,6 @@ def timed(cmd, cwd, **kw) -> float:
     t0 = time.perf_counter()
     sh(cmd, cwd, **kw)
     return time.perf_counter() - t0
-
-def machine_cpu() -> float:
-    "CPU seconds the whole machine has spent busy since boot (/proc/stat: user, nice, system, irq, softirq, steal)."
-    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf('SC_CLK_TCK')
 
 def timed_cpu(cmd, cwd, machine=False, **kw) -> tuple:
     """Wall seconds and CPU seconds of a command that must succeed: user + system of the waited-for process tree, or

@@ -3,9 +3,10 @@ cold, the later ones are fresh forks of the pool; a kernel killed from outside e
 run leaves no pool, no kernel and no report behind; no pool outlives its run."""
 import json, os, signal, subprocess, time
 from pathlib import Path
-import psutil, pytest
+import pytest
 from conftest import sh, clean_env
 import testkit
+from mlops_workbench.kernels import alive
 
 STAGES = ['a', 'b', 'c']
 CELL = '''import json, os, signal, time
@@ -43,12 +44,9 @@ def pool_project(root: Path, **hows) -> Path:
 
 def gone(pids, timeout=20) -> list:
     "The processes of `pids` still running after `timeout` seconds."
-    def running(pid):
-        try: return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.Error: return False
     t0 = time.time()
-    while time.time() - t0 < timeout and any(map(running, pids)): time.sleep(0.1)
-    return [p for p in pids if running(p)]
+    while time.time() - t0 < timeout and any(map(alive, pids)): time.sleep(0.1)
+    return [p for p in pids if alive(p)]
 
 def test_later_stages_get_fresh_forks_of_the_pool_and_the_pool_ends_with_the_run(tmp_path):
     root = pool_project(tmp_path)

@@ -55,6 +55,11 @@ def tiled_digits(root:Path, scale:int) -> tuple: # (params.yaml's source, number
     df.to_csv(root/'data'/'raw'/f'digits{scale}.csv', index=False)
     return f'data/raw/digits{scale}.csv', n
 
+def machine_cpu() -> float:
+    "CPU seconds the whole machine has spent busy (all cores: user, nice, system, irq, softirq, steal) since boot."
+    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
+    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf('SC_CLK_TCK')
+
 def pool_servers(owners=None) -> dict:
     "The kernel pool servers (mlops_workbench.kernels) running here, by pid: their owner's pid (only `owners`' if given)."
     import psutil
