@@ -61,9 +61,9 @@ check-sync: install
 	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python tools/make_readme.py
 	@git diff --exit-code -- nbs mlops_workbench README.md || { echo "nbs/, mlops_workbench/ or README.md out of sync: run 'make export' and commit"; exit 1; }
 
-# every test, as two pytest processes at once (tools/pytest_shards.py): the tests that read the six tutorials' runs
-# (nbs/tutorials, run once per session by tests/conftest.py, two at a time: MLWB_TUTORIAL_WORKERS=1 runs them one after
-# the other) and the rest. PYTEST_ARGS='--serial' runs them all in one process
+# every test, as three pytest processes at once (tools/pytest_shards.py): the tests that read the six tutorials' runs
+# (run once per `make test`, two at a time: MLWB_TUTORIAL_WORKERS=1 runs them one after the other), the tests that read
+# the pipeline run, and the rest on two xdist workers. PYTEST_ARGS='--serial' runs them all in one process
 test-py: install
 	$(BIN)/python tools/pytest_shards.py -v -ra --durations=0 $(PYTEST_ARGS)
 

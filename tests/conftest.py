@@ -1,5 +1,5 @@
 """Shared fixtures: scratch copies of the repo where the real pipeline runs (papermill kernels, DVC, MLflow, Milvus Lite)."""
-import os, shutil, subprocess, sys
+import os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest, yaml
 
@@ -54,35 +54,84 @@ TUTORIALS = sorted((REPO/'nbs'/'tutorials').glob('*.ipynb'))
 # `make docs` runs them): this many run at a time; MLWB_TUTORIAL_WORKERS=1 runs them one after the other
 TUTORIAL_WORKERS = int(os.environ.get('MLWB_TUTORIAL_WORKERS', '2'))
 TUTORIAL_BOUND = 2400   # seconds one tutorial may take (papermill is stopped after that, with its kernel)
+# a folder that several pytest processes share (tools/pytest_shards.py sets it for the processes of one `make test`):
+# each tutorial runs once in it, by the first process that asks; unset, each session has a folder of its own
+SHARE_ENV = 'MLWB_TUTORIAL_SHARE'
+
+# tutorials whose first cell runs the pipeline (`mlwb run`) as the quickstart (01) does, on the same params: in the
+# tests they start from a copy of the quickstart's run, where that cell finds the pipeline up to date, so the session
+# runs the pipeline once for all of them (`make docs` runs each from a fresh copy). tests/test_docs.py checks the list
+FROM_PIPELINE_RUN = ('04_operate.ipynb', '05_serve.ipynb', '06_edge.ipynb')
+# the order the tutorials start in when every one is asked for (after the asked one): longest first, measured in a
+# `make test` (s, four test workers on two cores: 05 ~240, 04 ~170, 03 ~155, 02 ~60, 06 ~35), so that the two
+# runners end together
+TUTORIAL_ORDER = ('01_quickstart.ipynb', '05_serve.ipynb', '03_scale_out.ipynb', '04_operate.ipynb', '02_own_data.ipynb',
+                  '06_edge.ipynb')
+
+def _run_tutorial(root: Path, name: str, dest: Path, bound: float) -> Path:
+    """Tutorial `name` run as written in a fresh copy of the repo at `root` (small params), or in a copy of the
+    quickstart's run (`FROM_PIPELINE_RUN`, the quickstart shared as every tutorial is): the executed notebook."""
+    if name in FROM_PIPELINE_RUN:
+        share = dest.parent.parent   # shared_tutorial's layout: <share>/<stem>/<name>
+        quick, quick_root = shared_tutorial(share, '01_quickstart.ipynb', bound)
+        if isinstance(quick, Exception): raise RuntimeError(f"tutorial {name} starts from the quickstart's run, which failed: {quick}")
+        testkit.copy_run(quick_root, root)
+    else: copy_repo(root); set_params(root, **SMALL)
+    return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound)
+
+def shared_tutorial(share: Path, name: str, bound: float = TUTORIAL_BOUND, runner=_run_tutorial) -> tuple:
+    """Tutorial `name` run once for every process that shares the folder `share`: the first to ask runs it (`runner`),
+    the others wait (bounded) for its result; a run whose process died is run again. -> (executed notebook, or the
+    error it raised; the repo copy it ran in, which nobody changes: take a `testkit.copy_run` of it to work in)."""
+    import fcntl, json
+    d = share/Path(name).stem
+    d.mkdir(parents=True, exist_ok=True)
+    with open(share/f'{d.name}.lock', 'w') as lock:   # an flock: released when its holder ends, however it ends
+        t0 = time.monotonic()
+        while True:
+            try: fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB); break
+            except BlockingIOError:
+                if time.monotonic() - t0 > bound + 120:
+                    raise TimeoutError(f"tutorial {name}: another test process has run it for {bound + 120:.0f} s")
+                time.sleep(0.5)
+        result, root = d/'result.json', d/'repo'
+        if not result.exists():
+            if root.exists(): shutil.rmtree(root)   # a run whose process was killed half-way
+            try: nb, error = runner(root, name, d/name, bound), None
+            except RuntimeError as e: nb, error = None, str(e)
+            tmp = d/'.result.json'
+            tmp.write_text(json.dumps({'notebook': nb and str(nb), 'error': error})); tmp.replace(result)
+        r = json.loads(result.read_text())
+    return (Path(r['notebook']) if r['notebook'] else RuntimeError(r['error'])), root
 
 @pytest.fixture(scope='session')
 def tutorial_runs(tmp_path_factory, request):
-    """Each tutorial run once per session as written, in its own fresh copy of the repo (small params), the first time a
-    test asks: `tutorial_runs(name)` -> (executed notebook, or the error it raised; the repo copy it ran in). The docs
-    site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it again.
-    When the session runs the docs tests (they ask for every tutorial), the first ask starts all of them,
+    """Each tutorial run once as written, in its own fresh copy of the repo (small params), the first time a test asks
+    (once per `make test`: its pytest processes share the runs, `shared_tutorial`): `tutorial_runs(name)` -> (executed
+    notebook, or the error it raised; this session's copy of the repo it ran in, results and stores included). The
+    docs site shows these runs; tests of the scenario a tutorial walks through read its results instead of running it
+    again. When the session runs the docs tests (they ask for every tutorial), the first ask starts all of them,
     TUTORIAL_WORKERS at a time, the asked one first, and waits for all of them."""
     import concurrent.futures as cf
-    out, futures = tmp_path_factory.mktemp('executed'), {}
+    share = Path(os.environ[SHARE_ENV]) if os.environ.get(SHARE_ENV) else tmp_path_factory.mktemp('tutorials')
+    futures, copies = {}, {}
     pool = cf.ThreadPoolExecutor(max_workers=TUTORIAL_WORKERS, thread_name_prefix='tutorial')
     every = any('executed_tutorials' in getattr(i, 'fixturenames', ()) for i in request.session.items)
-    def execute(name: str, root: Path) -> tuple:
-        copy_repo(root); set_params(root, **SMALL)
-        try: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, out/name, bound=TUTORIAL_BOUND), root
-        except RuntimeError as e: return e, root
     def start(name: str):
-        if name not in futures:   # the folder is made here, in the test's thread (tmp_path_factory is not thread-safe)
-            futures[name] = pool.submit(execute, name, tmp_path_factory.mktemp(Path(name).stem))
+        if name not in futures: futures[name] = pool.submit(shared_tutorial, share, name)
     def run(name: str) -> tuple:
         start(name)
         if every:
-            for nb in TUTORIALS: start(nb.name)
+            for nb in sorted(TUTORIALS, key=lambda p: (TUTORIAL_ORDER + (p.name,)).index(p.name)): start(nb.name)
         # with every tutorial started, the asking test waits for all of them: none runs beside a later test (tests that
         # time servers or count processes would share the two cores with a tutorial)
         waited = list(futures) if every else [name]
-        cf.wait([futures[n] for n in waited], timeout=TUTORIAL_BOUND + 120)
-        if not futures[name].done(): raise TimeoutError(f"tutorial {name} did not finish in {TUTORIAL_BOUND + 120} s")
-        return futures[name].result()
+        cf.wait([futures[n] for n in waited], timeout=TUTORIAL_BOUND + 240)
+        if not futures[name].done(): raise TimeoutError(f"tutorial {name} did not finish in {TUTORIAL_BOUND + 240} s")
+        nb, root = futures[name].result()
+        if name not in copies:   # this session's own copy (the folder is made here: tmp_path_factory is not thread-safe)
+            copies[name] = testkit.copy_run(root, tmp_path_factory.mktemp(Path(name).stem)/'repo')
+        return nb, copies[name]
     yield run
     pool.shutdown(wait=True, cancel_futures=True)   # a tutorial still running ends within its bound
 
@@ -114,22 +163,43 @@ SLOW_FIXTURES = {'project', 'project_copy', 'scratch', 'tutorial_runs'}
 
 def pytest_configure(config):
     config.addinivalue_line('markers', 'slow: runs a pipeline, a cluster, a fresh venv or a browser (not in `make test-fast`)')
-    config.addinivalue_line('markers', 'tutorials: reads the session\'s tutorial runs (`make test` runs these in a pytest '
-                            'process of their own beside the rest: tools/pytest_shards.py)')
-    config.addinivalue_line('markers', 'beside_tutorials: runs in the tutorials\' pytest process, to even out the two')
+    config.addinivalue_line('markers', 'tutorials: reads a tutorial\'s run other than the pipeline run (`project`): `make '
+                            'test` runs these in a pytest process of its own (tools/pytest_shards.py)')
+    config.addinivalue_line('markers', 'pipeline_run: reads the session\'s pipeline run (`project`) and no other tutorial: '
+                            'a pytest process of its own in `make test`')
 
-# files whose tests join the tutorials' process (tools/pytest_shards.py): measured in CI on two cores, the tutorials'
-# process took 17.6 min and the rest 23.8; these two files (a fresh venv with the train extras, 119 s; a full pipeline
-# run on a clone, 115 s) move ~4 min across
-BESIDE_TUTORIALS = {'test_package.py', 'test_package_lineage.py'}
+def reads_tutorials(item) -> bool:
+    "The test asks for `tutorial_runs` itself, or through a fixture other than `project` (the pipeline run)."
+    info = getattr(item, '_fixtureinfo', None)
+    if info is None: return False
+    if 'tutorial_runs' in info.argnames: return True
+    return any('tutorial_runs' in d.argnames for name, defs in info.name2fixturedefs.items()
+               if name not in ('project', 'tutorial_runs') for d in defs)
 
 @pytest.hookimpl(tryfirst=True)   # before `-m` selects on the marks
 def pytest_collection_modifyitems(config, items):
     for item in items:
         names = set(getattr(item, 'fixturenames', ()))
         if SLOW_FIXTURES & names: item.add_marker(pytest.mark.slow)
-        if 'tutorial_runs' in names: item.add_marker(pytest.mark.tutorials)
-        elif item.path.name in BESIDE_TUTORIALS: item.add_marker(pytest.mark.beside_tutorials)
+        if reads_tutorials(item): item.add_marker(pytest.mark.tutorials)
+        elif 'tutorial_runs' in names: item.add_marker(pytest.mark.pipeline_run)
+
+# MLWB_TEST_CPU_LOG=FILE: each test's wall time and the machine's busy CPU seconds while it ran (all its processes,
+# daemons included) as JSON lines; meaningful with one test at a time (`tools/pytest_shards.py --serial`), summed per
+# file by `tools/test_costs.py`
+CPU_LOG = os.environ.get('MLWB_TEST_CPU_LOG')
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    if not CPU_LOG:
+        yield
+        return
+    import json
+    t0, c0 = time.monotonic(), testkit.machine_cpu()
+    yield
+    with open(CPU_LOG, 'a') as f:
+        f.write(json.dumps({'test': item.nodeid, 'wall': round(time.monotonic() - t0, 2),
+                            'cpu': round(testkit.machine_cpu() - c0, 2)}) + '\n')
 
 def orphan_pools() -> list:
     "Kernel pool servers (mlops_workbench.kernels) whose owning run has ended."

@@ -27,6 +27,14 @@ def test_tutorials_are_clean_and_skipped_by_nbdev_test():
         cells = json.loads(nb.read_text())['cells']
         assert not [c for c in cells if c['cell_type'] == 'code' and c.get('outputs')], f"{nb.name} is committed with outputs"
 
+def test_tutorials_started_from_the_pipeline_run_begin_by_running_it():
+    "The tutorials that the tests start from the quickstart's run (conftest.FROM_PIPELINE_RUN) begin with `mlwb run`."
+    from conftest import FROM_PIPELINE_RUN, TUTORIAL_ORDER
+    assert set(TUTORIAL_ORDER) == {p.name for p in TUTORIALS}
+    for name in FROM_PIPELINE_RUN:
+        cells = [c for c in json.loads((REPO/'nbs'/'tutorials'/name).read_text())['cells'] if c['cell_type'] == 'code']
+        assert re.search(r"^(out = |_ = )?run\('run', show=False\)$", ''.join(cells[0]['source']), re.M), name
+
 @pytest.mark.parametrize('name', [p.name for p in TUTORIALS])
 def test_tutorial_runs(executed_tutorials, name):
     r = executed_tutorials[name]

@@ -1,28 +1,36 @@
-"""Run the test suite as two pytest processes at once (`make test-py`): the tests that read the session's tutorial runs
-(marked `tutorials` by tests/conftest.py: the six tutorials, the pipeline run they share, the docs site; with them the
-files that even the two out, marked `beside_tutorials`) in one, every other test in the other. The two share no state
-(each test works in its own copy of the repo), so they use both cores; pytest-xdist's `--dist loadgroup` would do the
-same but does not group under pytest 9 (it renames `item._nodeid`, which pytest 9 no longer reads).
+"""Run the test suite as three pytest processes at once (`make test-py`), four test workers in all:
+  tutorials  the tests that read the tutorials' runs (tests/conftest.py marks them `tutorials`): the six tutorials, two
+             at a time, the docs site built from them and browsed, the scenarios they walk through;
+  pipeline   the tests that read the pipeline run (`project`, tutorial 01's run: marked `pipeline_run`);
+  rest       every other test, on two pytest-xdist workers (`-n 2 --dist loadfile`: a file's tests on one worker, so
+             its module fixtures are made once).
+They share no state but the tutorials' runs: each test works in its own copy of the repo, and each tutorial runs once
+for all of them, by the first process that asks (`MLWB_TUTORIAL_SHARE`, a folder made here and removed at the end).
+Most tests spend much of their time waiting (servers starting, Ray, polling), so four workers keep two cores busier
+than two. (xdist alone cannot make these groups: `--dist loadgroup` does not group under pytest 9, which no longer
+reads the `item._nodeid` it renames.)
 
 Each line of output is prefixed with its shard's name; a shard's full output is also in `<logs>/<shard>.log`. The exit
-status is pytest's when both agree, else the first failure's. Both shards are stopped (process group, TERM then KILL)
+status is pytest's when all agree, else the first failure's. Every shard is stopped (process group, TERM then KILL)
 after `--bound` minutes or on Ctrl-C, saying so.
 
     python tools/pytest_shards.py -v -ra --durations=0          # what `make test-py` runs
     python tools/pytest_shards.py --serial -q                    # one pytest process, one test after the other
 """
-import argparse, os, shlex, signal, subprocess, sys, threading, time
+import argparse, os, shlex, shutil, signal, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# shard name -> pytest `-m` expression (tests/conftest.py marks `tutorials`, and `beside_tutorials` for the files that
-# even the two out)
-SHARDS = {'tutorials': 'tutorials or beside_tutorials', 'rest': 'not (tutorials or beside_tutorials)'}
+sys.path.insert(0, str(REPO/'tools'))
+from testkit import machine_cpu
+# shard name -> pytest `-m` expression (tests/conftest.py marks `tutorials` and `pipeline_run`) and its own options
+SHARDS = {'tutorials': 'tutorials', 'pipeline': 'pipeline_run', 'rest': 'not (tutorials or pipeline_run)'}
+OPTIONS = {'rest': ['-n', '2', '--dist', 'loadfile']}
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog="Other arguments go to both pytest processes.",
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], epilog="Other arguments go to every pytest process.",
                                 formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
-    p.add_argument('--bound', type=float, default=85, help="minutes the whole run may take before both shards are stopped")
+    p.add_argument('--bound', type=float, default=85, help="minutes the whole run may take before every shard is stopped")
     p.add_argument('--logs', type=Path, default=REPO/'_build'/'test-logs', help="folder for each shard's full output")
     p.add_argument('--serial', action='store_true', help="one pytest process for every test (no shards)")
     return p.parse_known_args(argv)
@@ -31,7 +39,7 @@ def shard_commands(extra:list, serial:bool=False) -> dict:
     "Shard name -> the pytest command line that runs it."
     base = [sys.executable, '-m', 'pytest', *extra]
     if serial: return {'all': base + ['tests']}
-    return {name: base + ['-m', expr, 'tests'] for name, expr in SHARDS.items()}
+    return {name: base + OPTIONS.get(name, []) + ['-m', expr, 'tests'] for name, expr in SHARDS.items()}
 
 def combined_status(codes:dict) -> int:
     "One exit status for the shards' pytest statuses: 5 (no test selected) counts as passed unless no shard ran a test."
@@ -62,12 +70,14 @@ def run(extra:list, bound_min:float=85, logs:Path=REPO/'_build'/'test-logs', ser
     logs.mkdir(parents=True, exist_ok=True)
     cmds = shard_commands(extra, serial)
     width = max(map(len, cmds))
-    procs, pumps, t0 = {}, [], time.monotonic()
+    procs, pumps, t0, c0 = {}, [], time.monotonic(), machine_cpu()
+    share = tempfile.mkdtemp(prefix='mlwb-tutorials-')   # the tutorials' runs, shared by the shards (tests/conftest.py)
+    env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'MLWB_TUTORIAL_SHARE': share}
     try:
         for name, cmd in cmds.items():
             print(f"pytest_shards: {name}: {shlex.join(['python', *cmd[1:]])} (log: {logs/name}.log)", flush=True)
             procs[name] = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                           bufsize=1, start_new_session=True, env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                                           bufsize=1, start_new_session=True, env=env)
             pumps.append(threading.Thread(target=_pump, args=(name, procs[name], open(logs/f'{name}.log', 'w'), width),
                                           daemon=True))
             pumps[-1].start()
@@ -78,13 +88,16 @@ def run(extra:list, bound_min:float=85, logs:Path=REPO/'_build'/'test-logs', ser
     except KeyboardInterrupt:
         _stop(procs, "interrupted")
     for t in pumps: t.join(30)
+    shutil.rmtree(share, ignore_errors=True)
     codes = {n: p.poll() if p.poll() is not None else -9 for n, p in procs.items()}
     took = time.monotonic() - t0
     for name in cmds:   # each shard's summary line again, together at the end
         tail = [l for l in (logs/f'{name}.log').read_text().splitlines() if l.strip()]
         print(f"pytest_shards: {name}: exit {codes[name]}: {tail[-1].strip('= ') if tail else 'no output'}")
     status = combined_status(codes)
-    print(f"pytest_shards: {'passed' if status == 0 else 'FAILED'} in {took / 60:.1f} min (exit {status})", flush=True)
+    busy = machine_cpu() - c0   # every process's CPU, daemons (Ray, servers) included, which `time make` does not count
+    print(f"pytest_shards: {'passed' if status == 0 else 'FAILED'} in {took / 60:.1f} min (exit {status}); the machine "
+          f"was busy {busy / 60:.1f} CPU-min ({busy / took:.2f} of {os.cpu_count()} cores)", flush=True)
     return status
 
 if __name__ == '__main__':
