@@ -38,6 +38,11 @@ def test_extra_arguments_reach_both_shards():
     assert all(c[3:7] == extra and c[-1] == 'tests' for c in cmds.values()), cmds
     assert cmds['rest'][7:11] == ['-n', '2', '--dist', 'loadfile'] and '-n' not in cmds['tutorials']
     assert list(pytest_shards.shard_commands(extra, serial=True)) == ['all']
+    # a test file among the arguments runs instead of the whole suite
+    only = pytest_shards.shard_commands(['-q', 'tests/test_cli_fast.py::test_a_missing_extra_is_one_line_naming_it'], serial=True)
+    assert only['all'][-2:] == ['-q', 'tests/test_cli_fast.py::test_a_missing_extra_is_one_line_naming_it'], only
+    assert all('tests/test_cli_fast.py' in c and 'tests' not in c
+               for c in pytest_shards.shard_commands(['tests/test_cli_fast.py']).values())
 
 # ---- the tutorials' runs, shared by the shards (tests/conftest.py: shared_tutorial) --------------------------------
 def fake_tutorial(root, name, dest, bound):

@@ -38,8 +38,10 @@ def parse_args(argv=None):
 def shard_commands(extra:list, serial:bool=False) -> dict:
     "Shard name -> the pytest command line that runs it."
     base = [sys.executable, '-m', 'pytest', *extra]
-    if serial: return {'all': base + ['tests']}
-    return {name: base + OPTIONS.get(name, []) + ['-m', expr, 'tests'] for name, expr in SHARDS.items()}
+    # test files or ids among the arguments (`tests/test_x.py`, `tests/test_x.py::test_y`) replace the whole of `tests`
+    where = [] if any((REPO/a.split('::')[0]).exists() for a in extra if not a.startswith('-')) else ['tests']
+    if serial: return {'all': base + where}
+    return {name: base + OPTIONS.get(name, []) + ['-m', expr, *where] for name, expr in SHARDS.items()}
 
 def combined_status(codes:dict) -> int:
     "One exit status for the shards' pytest statuses: 5 (no test selected) counts as passed unless no shard ran a test."
