@@ -39,7 +39,8 @@ def shard_commands(extra:list, serial:bool=False) -> dict:
     "Shard name -> the pytest command line that runs it."
     base = [sys.executable, '-m', 'pytest', *extra]
     # test files or ids among the arguments (`tests/test_x.py`, `tests/test_x.py::test_y`) replace the whole of `tests`
-    where = [] if any((REPO/a.split('::')[0]).exists() for a in extra if not a.startswith('-')) else ['tests']
+    where = [] if any((REPO/a.split('::')[0]).exists() for a in extra
+                      if not a.startswith('-') and ('/' in a or a.split('::')[0].endswith('.py'))) else ['tests']
     if serial: return {'all': base + where}
     return {name: base + OPTIONS.get(name, []) + ['-m', expr, *where] for name, expr in SHARDS.items()}
 
