@@ -68,11 +68,10 @@ FROM_PIPELINE_RUN = ('04_operate.ipynb', '05_serve.ipynb', '06_edge.ipynb')
 TUTORIAL_ORDER = ('01_quickstart.ipynb', '05_serve.ipynb', '03_scale_out.ipynb', '04_operate.ipynb', '02_own_data.ipynb',
                   '06_edge.ipynb')
 
-def _run_tutorial(root: Path, name: str, dest: Path, bound: float) -> Path:
+def _run_tutorial(share: Path, root: Path, name: str, dest: Path, bound: float) -> Path:
     """Tutorial `name` run as written in a fresh copy of the repo at `root` (small params), or in a copy of the
-    quickstart's run (`FROM_PIPELINE_RUN`, the quickstart shared as every tutorial is): the executed notebook."""
+    quickstart's run (`FROM_PIPELINE_RUN`, the quickstart taken from `share` as every tutorial is): the executed notebook."""
     if name in FROM_PIPELINE_RUN:
-        share = dest.parent.parent   # shared_tutorial's layout: <share>/<stem>/<name>
         quick, quick_root = shared_tutorial(share, '01_quickstart.ipynb', bound)
         if isinstance(quick, Exception): raise RuntimeError(f"tutorial {name} starts from the quickstart's run, which failed: {quick}")
         testkit.copy_run(quick_root, root)
@@ -97,7 +96,7 @@ def shared_tutorial(share: Path, name: str, bound: float = TUTORIAL_BOUND, runne
         result, root = d/'result.json', d/'repo'
         if not result.exists():
             if root.exists(): shutil.rmtree(root)   # a run whose process was killed half-way
-            try: nb, error = runner(root, name, d/name, bound), None
+            try: nb, error = runner(share, root, name, d/name, bound), None
             except RuntimeError as e: nb, error = None, str(e)
             tmp = d/'.result.json'
             tmp.write_text(json.dumps({'notebook': nb and str(nb), 'error': error})); tmp.replace(result)

@@ -45,7 +45,7 @@ def test_extra_arguments_reach_both_shards():
                for c in pytest_shards.shard_commands(['tests/test_cli_fast.py']).values())
 
 # ---- the tutorials' runs, shared by the shards (tests/conftest.py: shared_tutorial) --------------------------------
-def fake_tutorial(root, name, dest, bound):
+def fake_tutorial(share, root, name, dest, bound):
     "A stand-in for a tutorial's run: counts its runs, takes a moment, fails when its name says so."
     import time
     from pathlib import Path

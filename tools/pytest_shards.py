@@ -6,8 +6,9 @@
              its module fixtures are made once).
 They share no state but the tutorials' runs: each test works in its own copy of the repo, and each tutorial runs once
 for all of them, by the first process that asks (`MLWB_TUTORIAL_SHARE`, a folder made here and removed at the end).
-Most tests spend much of their time waiting (servers starting, Ray, polling), so four workers keep two cores busier
-than two. (xdist alone cannot make these groups: `--dist loadgroup` does not group under pytest 9, which no longer
+The suite is CPU-bound (one test at a time keeps about one core busy: bench/README.md, `tools/test_costs.py`): four
+workers keep both cores busy to the end, and the tutorials' shard no longer holds back the tests that need only the
+pipeline run. (xdist alone cannot make these groups: `--dist loadgroup` does not group under pytest 9, which no longer
 reads the `item._nodeid` it renames.)
 
 Each line of output is prefixed with its shard's name; a shard's full output is also in `<logs>/<shard>.log`. The exit
