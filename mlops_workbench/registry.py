@@ -249,6 +249,7 @@ def promote(version, # the version to make champion
             evidence:str|None=None, # link to the evidence
             action:str='promote', cfg:Config|None=None) -> list: # audit records written ([] if it already was champion)
     "Make `version` champion and keep the old champion as `previous` (idempotent); a broken old champion is not kept."
+    if not (why or '').strip(): raise RegistryError("a reason is required for every role change")   # even a no-op
     cfg = cfg or load_config()
     with registry_lock(cfg):
         v = check_version(version, cfg)
