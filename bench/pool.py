@@ -1,4 +1,9 @@
-"""Benchmark: a whole pipeline run with the kernel pool against the same run with every kernel started cold.
+"""Benchmark: a whole pipeline run with the run's pools against the same run without them.
+
+`--compare kernels` (the default): the kernel pool against every kernel started cold (below). `--compare ray`: the
+run's shared Ray runtime (issue 13.4: the sweep and Ray Train join one runtime, started by the first of them) against
+a private runtime per stage (`MLWB_RAY_RUN=0`, as before), with `train.backend: ray` so that two stages use Ray;
+results in bench/results/pool-ray.json.
 
 The kernel pool (mlops_workbench.kernels, nbs/05a_kernels.ipynb) forks each stage's kernel, from a run's second stage on,
 from a server that imported torch, MLflow and Jupyter's kernel once. What it saves is fixed cost per stage, so this
@@ -10,7 +15,7 @@ Wall time, CPU time (the whole machine's busy time during the run, from /proc/st
 stage that started it, so a process tree's rusage would miss it or count it in the next run; run this on a quiet
 machine, `machine.load_average_*` records the load), and each stage's own time ("stage X done in N s"). Sizes: `--params small` (the tests' small params: 3 epochs, 4 trials) and `--params default`
 (params.yaml as committed). Results: bench/results/pool.json (raw runs, medians, spreads) and bench/README.md.
-Run: `.venv/bin/python bench/pool.py --params small,default --reps 3`."""
+Run: `.venv/bin/python bench/pool.py --params small,default --reps 3` (and `--compare ray`)."""
 import argparse, json, os, platform, re, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 
@@ -37,16 +42,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--reps', type=int, default=3, help='repetitions of each route and size (default 3)')
     ap.add_argument('--params', default='small,default', help='sizes: small (the tests\' params), default (params.yaml)')
-    ap.add_argument('--out', type=Path, default=HERE/'results'/'pool.json', help='where to write the results')
+    ap.add_argument('--compare', choices=('kernels', 'ray'), default='kernels',
+                    help="kernels: pooled vs cold kernels; ray: the run's shared Ray runtime vs one per stage")
+    ap.add_argument('--out', type=Path, help='where to write the results (default bench/results/pool.json, pool-ray.json)')
     a = ap.parse_args()
-    res = dict(command=' '.join([Path(sys.executable).name, *sys.argv]), reps=a.reps, when=time.strftime('%Y-%m-%d %H:%M:%S'),
+    a.out = a.out or HERE/'results'/('pool.json' if a.compare == 'kernels' else 'pool-ray.json')
+    res = dict(command=' '.join([Path(sys.executable).name, *sys.argv]), compare=a.compare, reps=a.reps, when=time.strftime('%Y-%m-%d %H:%M:%S'),
                machine=dict(cpus=os.cpu_count(), python=platform.python_version(), platform=platform.platform(),
                             load_average_start=os.getloadavg()), sizes={})
-    envs = {'pooled': clean_env(), 'cold': clean_env(MLWB_KERNEL_POOL='0')}
+    envs = ({'pooled': clean_env(), 'cold': clean_env(MLWB_KERNEL_POOL='0')} if a.compare == 'kernels' else
+            {'shared': clean_env(), 'private': clean_env(MLWB_RAY_RUN='0')})   # the first is the new way, the second its baseline
+    new, base = list(envs)
     for size in a.params.split(','):
         with tempfile.TemporaryDirectory() as d:
             root = copy_repo(Path(d)/'repo')
             if size == 'small': set_params(root, **SMALL)
+            if a.compare == 'ray': set_params(root, train={'backend': 'ray'})
             sh(['mlwb', 'run'], root, timeout=3600)   # the first run: stores, the run-cache, the page cache warm
             runs = {k: [] for k in envs}
             for rep in range(a.reps):
@@ -57,18 +68,18 @@ def main():
             out = {k: dict(wall=stats([r['wall'] for r in v]), cpu=stats([r['cpu'] for r in v]),
                            stages={s: stats([r['stages'][s] for r in v]) for s in v[0]['stages']},
                            cold_fallbacks=sum(r['cold_fallbacks'] for r in v)) for k, v in runs.items()}
-            out['ratio_wall'] = out['pooled']['wall']['median'] / out['cold']['wall']['median']
-            out['ratio_cpu'] = out['pooled']['cpu']['median'] / out['cold']['cpu']['median']
+            out['ratio_wall'] = out[new]['wall']['median'] / out[base]['wall']['median']
+            out['ratio_cpu'] = out[new]['cpu']['median'] / out[base]['cpu']['median']
             res['sizes'][size] = out
     res['machine']['load_average_end'] = os.getloadavg()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(res, indent=1))
     for size, out in res['sizes'].items():
-        print(f"\n{size}: wall {out['cold']['wall']['median']:.1f} -> {out['pooled']['wall']['median']:.1f} s "
-              f"(x{out['ratio_wall']:.2f}), CPU {out['cold']['cpu']['median']:.1f} -> {out['pooled']['cpu']['median']:.1f} s "
+        print(f"\n{size}, {base} -> {new}: wall {out[base]['wall']['median']:.1f} -> {out[new]['wall']['median']:.1f} s "
+              f"(x{out['ratio_wall']:.2f}), CPU {out[base]['cpu']['median']:.1f} -> {out[new]['cpu']['median']:.1f} s "
               f"(x{out['ratio_cpu']:.2f})")
-        for s in out['cold']['stages']:
-            c, p = out['cold']['stages'][s], out['pooled']['stages'][s]
+        for s in out[base]['stages']:
+            c, p = out[base]['stages'][s], out[new]['stages'][s]
             print(f"  {s:9s} {c['median']:6.1f} ({c['min']:.1f}-{c['max']:.1f})  ->  {p['median']:6.1f} ({p['min']:.1f}-{p['max']:.1f}) s")
     print(f"wrote {a.out}")
 

@@ -122,9 +122,9 @@ def check_and_retrain(batch:str|Path, # a batch in data/batches/
     from mlops_workbench.registry import aliases, CHAMPION
     from mlops_workbench.stages import dvc_repro
     from mlops_workbench.batches import batch_name
-    from mlops_workbench.kernels import kernel_pool
+    from mlops_workbench.kernels import kernel_pool, ray_pool
     cfg, batch = cfg or load_config(), Path(batch)
-    with kernel_pool():   # the check's and the retraining's stages share one kernel pool
+    with kernel_pool(), ray_pool():   # the check's and the retraining's stages share one kernel pool and one Ray runtime
         before = aliases(cfg).get(CHAMPION)
         dvc_repro(cfg, 'monitor', quiet=quiet)
         rep = batch_report(cfg, batch_name(batch))

@@ -14,7 +14,7 @@ __all__ = ['STAGES_DIR', 'ParamError', 'StageFailed', 'stage_notebook', 'noteboo
 import ast, contextlib, difflib, io, json, os, re, shutil, signal, subprocess, sys, tempfile, threading, time, tokenize
 from pathlib import Path
 from .config import Config, load_config, dvc_outputs, stale_temps
-from .kernels import kernel_pool, kill_pooled, pool_folder, pooled_kernel_for_stage, pooled_provisioner
+from .kernels import kernel_pool, kill_pooled, pool_folder, pooled_kernel_for_stage, pooled_provisioner, ray_pool
 
 # %% ../nbs/06_stages.ipynb #e5eb3fa8
 class ParamError(ValueError):
@@ -596,7 +596,7 @@ def dvc_repro(cfg:Config, # the project
     if not dvc: raise FileNotFoundError("dvc is not installed in this environment (run `make install`)")
     cmd = [dvc, 'repro', *(['--force'] if force else []), *(['--dry'] if dry else []), *targets]
     if not quiet: print('$ dvc', ' '.join(cmd[1:]), flush=True)
-    with kernel_pool(env):   # the stages' kernels come from one pool, which ends with this run
+    with kernel_pool(env), ray_pool(env):   # one kernel pool and one Ray runtime for the stages: both end with this run
         p = subprocess.Popen(cmd, cwd=cfg.root, env=env, text=True, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT if quiet else None)
         kept = []

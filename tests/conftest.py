@@ -201,19 +201,19 @@ def pytest_runtest_protocol(item, nextitem):
                             'cpu': round(testkit.machine_cpu() - c0, 2)}) + '\n')
 
 def orphan_pools() -> list:
-    "Kernel pool servers (mlops_workbench.kernels) whose owning run has ended."
+    "Kernel pool servers and shared Ray runtimes whose owning run has ended."
     import psutil
     from mlops_workbench.kernels import alive
     return [psutil.Process(pid) for pid, owner in testkit.pool_servers().items() if not alive(owner)]
 
 def pytest_sessionfinish(session, exitstatus):
-    "No kernel pool may outlive the run that owns it (a pool stops within a second of its owner): fail the session if one does."
+    "No kernel pool or shared Ray runtime may outlive its run (each stops within a second of it): fail the session if one does."
     import time
     t0 = time.time()
     while (left := orphan_pools()) and time.time() - t0 < 10: time.sleep(0.2)
     if left:
-        print(f"\nkernel pools outlived their runs: {[p.pid for p in left]}", file=sys.stderr)
-        for p in left: p.kill()
+        print(f"\nkernel pools or Ray runtimes outlived their runs: {[p.pid for p in left]}", file=sys.stderr)
+        for p in testkit.server_processes([p.pid for p in left]) + left: p.kill()
         session.exitstatus = 1
 
 @pytest.fixture

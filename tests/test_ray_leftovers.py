@@ -1,6 +1,7 @@
 """Leftovers of a killed Ray runtime (issue 8.9, Ray part): a private runtime killed with SIGKILL leaves its
-/tmp/mlwb-ray-* folder; the next runtime that starts removes it, and never the folder of a runtime still running."""
-import re, subprocess, sys, time
+/tmp/mlwb-ray-* folder; the next runtime that starts removes it, and never the folder of a runtime still running.
+A run's shared runtime (issue 13.4) stops when idle and goes with its run, killed or not."""
+import re, shutil, subprocess, sys, time
 from pathlib import Path
 import psutil
 import pytest
@@ -59,3 +60,53 @@ def test_the_next_runtime_removes_a_killed_runtimes_folder_but_not_a_live_ones(t
         except subprocess.TimeoutExpired:
             for p in descendants(live.pid): p.kill()
     assert live.returncode == 0 and not live_dir.exists()   # the live one ended normally and removed its own folder
+
+
+JOIN = """
+import sys
+from mlops_workbench.distributed import ray_runtime
+with ray_runtime() as ray:
+    print(ray.get_runtime_context().gcs_address, flush=True)
+    sys.stdin.read()   # hold the runtime until stdin closes
+"""
+
+def runtime_processes(folder) -> list:
+    "The processes of a shared runtime: its server (named by its folder) and Ray's daemons (in folder/ray)."
+    return [p for p in psutil.process_iter(['cmdline']) if any(str(folder) in a for a in (p.info['cmdline'] or []))]
+
+def wait_until(cond, bound=60, what=''):
+    deadline = time.monotonic() + bound
+    while not cond():
+        assert time.monotonic() < deadline, f'still not {what} after {bound} s'
+        time.sleep(0.2)
+
+def test_a_runs_shared_runtime_stops_when_idle_and_when_its_run_dies(tmp_path):
+    "Two stages of one run share its runtime; idle, it stops (the next stage starts it again); the run killed, it goes."
+    import tempfile
+    owner = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)
+    folder = Path(tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp'))   # what kernels.ray_pool makes for a run
+    env = clean_env(MLWB_RAY_RUN=str(folder), MLWB_RAY_RUN_OWNER=str(owner.pid), MLWB_RAY_IDLE_S='3')
+    stages = []
+    def stage():
+        p = subprocess.Popen([sys.executable, '-c', JOIN], cwd=tmp_path, env=env, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+        stages.append(p)
+        return p, p.stdout.readline().strip()
+    try:
+        (a, first), (b, second) = stage(), stage()
+        assert first and first == second, (first, second)   # one runtime for both: one start, not two
+        assert (folder/'runtime.json').exists() and len(list((folder/'leases').iterdir())) == 2
+        for p in (a, b):
+            p.stdin.close()
+            assert p.wait(timeout=120) == 0
+        wait_until(lambda: not runtime_processes(folder), 60, 'stopped while idle')   # 3 s without a lease
+        assert folder.exists() and not (folder/'runtime.json').exists() and not (folder/'server.pid').exists()
+        c, third = stage()   # a later stage of the same run starts it again
+        assert third and (folder/'runtime.json').exists()
+        owner.kill()         # the run dies (SIGKILL): its runtime goes with it, the stage's lease notwithstanding
+        wait_until(lambda: not runtime_processes(folder) and not folder.exists(), 60, 'gone with its run')
+    finally:
+        owner.kill()
+        for p in stages: p.kill()
+        for p in runtime_processes(folder): p.kill()
+        shutil.rmtree(folder, ignore_errors=True)

@@ -38,12 +38,15 @@ class Sampler(threading.Thread):
     def __init__(self, roots):
         super().__init__(daemon=True)
         self.roots, self.seen, self.cmdlines, self.stop = roots, set(), set(), threading.Event()
+        self.procs = set()   # (pid, name) of every process seen
     def run(self):
         while not self.stop.wait(0.3):
             procs = tree(self.roots())
             self.seen |= listening(procs)
             for p in procs:
-                try: self.cmdlines.add(' '.join(p.cmdline()))
+                try:
+                    self.cmdlines.add(' '.join(p.cmdline()))
+                    self.procs.add((p.pid, p.name()))
                 except psutil.Error: pass
     def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
     def names(self) -> set: return {n for n, _, _ in self.seen}

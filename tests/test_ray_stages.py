@@ -1,37 +1,61 @@
-"""The sweep and train stages on a private Ray runtime, from one `dvc repro train` in a scratch copy (prepare, sweep,
-train) whose process tree is sampled while it runs; each test reads that one run:
+"""The sweep and train stages on Ray, from one `mlwb run train` in a scratch copy (prepare, sweep, then train on Ray
+Train: `train.backend: ray`) whose processes are sampled while it runs; each test reads that one run:
+- the sweep and Ray Train share one Ray runtime, the run's (issue 13.4): one GCS for both stages, gone with the run;
 - Ray listens on loopback only (issue 8.3): GCS, raylet, workers, agents and the kernel as driver, on 127.0.0.1/::1;
 - the sweep shows its trials done/total with the best value so far on the terminal (issue 14.6), not in the report;
 - no /tmp/mlwb-ray-* folder is left behind (issue 8.9);
 - with `train.use_sweep: true` the train stage says which params.yaml values the sweep replaced (issue 9.4): a notice
-  and a table in its report, MLflow tags `mlwb.from_sweep`/`mlwb.overridden` and params `params_yaml.<name>`."""
+  and a table in its report, MLflow tags `mlwb.from_sweep`/`mlwb.overridden` and params `params_yaml.<name>`.
+A stage's private runtime (a direct `dvc repro`) is covered by test_ray_leftovers.py, test_scale.py and the tutorials."""
 import json, re, subprocess
 from pathlib import Path
 import pytest
 from conftest import copy_repo, set_params, py, clean_env, SMALL
-from test_ray_loopback import Sampler
+from test_ray_loopback import Sampler, tree
+import psutil
 
 pytestmark = pytest.mark.slow   # prepare, sweep and train on a private Ray runtime
 
 
 @pytest.fixture(scope='module')
 def run(tmp_path_factory):
-    "One `dvc repro train` with the small params (they set train.lr 0.01 and hidden [32]), sampled as it runs."
+    "One `mlwb run train` with the small params (they set train.lr 0.01 and hidden [32]) on Ray Train, sampled as it runs."
     tmp = tmp_path_factory.mktemp('ray_stages')
     root = copy_repo(tmp/'repo')
-    set_params(root, **SMALL)
+    set_params(root, **{**SMALL, 'train': {**SMALL['train'], 'backend': 'ray'}})
+    folder = []   # the run's shared runtime folder (read from a stage's environment)
+    def roots():   # the run's tree, and the shared runtime's daemons (`ray start` leaves them to init)
+        procs = tree([p.pid])
+        if not folder:
+            for q in procs:
+                try: f = q.environ().get('MLWB_RAY_RUN')
+                except psutil.Error: continue
+                if f: folder.append(f); break
+        if folder:
+            procs += [q for q in psutil.process_iter(['cmdline']) if any(folder[0] in a for a in q.info['cmdline'] or [])]
+        return procs
     with open(tmp/'out.txt', 'w') as out, open(tmp/'err.txt', 'w') as err:
-        p = subprocess.Popen(['dvc', 'repro', 'train'], cwd=root, env=clean_env(), stdout=out, stderr=err,
+        p = subprocess.Popen(['mlwb', 'run', 'train'], cwd=root, env=clean_env(), stdout=out, stderr=err,
                              start_new_session=True)
-        s = Sampler(lambda: [p.pid])
+        s = Sampler(roots)
         s.start()
         try: rc = p.wait(timeout=1500)
         finally:
             s.stop.set()
             s.join()
     stderr = (tmp/'err.txt').read_text()
-    assert rc == 0, stderr[-3000:]
-    return dict(root=root, sampler=s, stderr=stderr)
+    assert rc == 0, stderr[-3000:] + (tmp/'out.txt').read_text()[-3000:]
+    return dict(root=root, sampler=s, stderr=stderr, stdout=(tmp/'out.txt').read_text(), folder=folder)
+
+def test_the_sweep_and_ray_train_share_the_runs_runtime(run):
+    s = run['sampler']
+    gcs = {pid for pid, name in s.procs if name == 'gcs_server'}
+    assert len(gcs) == 1, s.procs   # before: the sweep's private runtime, then Ray Train's (two GCS, two starts)
+    assert run['folder'] and not any(run['folder'][0] in ' '.join(q.info['cmdline'] or [])
+                                     for q in psutil.process_iter(['cmdline']))   # gone with the run
+    for stage in ('sweep', 'train'): assert 'starting a private one' not in (run['root']/'reports'/f'{stage}.ipynb').read_text()
+    metrics = json.loads((run['root']/'metrics'/'train.json').read_text())
+    assert metrics['backend'] == 'ray', metrics
 
 def test_ray_listens_on_loopback_only(run):
     s = run['sampler']

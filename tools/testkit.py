@@ -60,19 +60,35 @@ def machine_cpu() -> float:
     f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
     return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / os.sysconf('SC_CLK_TCK')
 
+SERVER = re.compile(r"import (?:serve|serve_runtime); .*serve(?:_runtime)?\('([^']*)', (\d+), ")
+
 def pool_servers(owners=None) -> dict:
-    "The kernel pool servers (mlops_workbench.kernels) running here, by pid: their owner's pid (only `owners`' if given)."
+    """The run-scoped servers running here, by pid: kernel pool servers (mlops_workbench.kernels) and shared Ray
+    runtimes (distributed.serve_runtime); their owner's pid (only `owners`' if given)."""
     import psutil
     found = {}   # pid -> (parent pid, owner); a forked kernel keeps its server's command line: told apart by its parent
     for q in psutil.process_iter(['cmdline', 'ppid']):
-        m = re.search(r'import serve; .*serve\(.*?, (\d+), ', (q.info['cmdline'] or [''])[-1])
-        if m: found[q.pid] = (q.info['ppid'], int(m.group(1)))
+        m = SERVER.search((q.info['cmdline'] or [''])[-1])
+        if m: found[q.pid] = (q.info['ppid'], int(m.group(2)))
     return {pid: owner for pid, (ppid, owner) in found.items()
             if ppid not in found and (owners is None or owner in owners)}
 
+def server_processes(pids) -> list:
+    """The processes of the servers `pids` (from `pool_servers`) that are not their children: a shared Ray runtime's
+    GCS, raylet and agents (`ray start` daemonizes them), found by its folder on their command lines."""
+    import psutil
+    folders = []
+    for pid in pids:
+        try: m = SERVER.search(psutil.Process(pid).cmdline()[-1])
+        except (psutil.Error, IndexError): continue
+        if m and 'serve_runtime' in m.group(0): folders.append(m.group(1) + '/ray')
+    if not folders: return []
+    return [q for q in psutil.process_iter(['cmdline'])
+            if any(f in a for f in folders for a in (q.info['cmdline'] or []))]
+
 def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit code, seconds, peak bytes, output)
-    """Run `cmd`, sampling the summed RSS of its whole process tree (with the kernel pool its run owns: the pool's
-    kernels are the pool server's children, not the run's); its exit code, wall time, peak and output."""
+    """Run `cmd`, sampling the summed RSS of its whole process tree (with the kernel pool and the Ray runtime its run
+    owns: the pool's kernels are the pool server's children, Ray's daemons nobody's); exit code, wall time, peak, output."""
     import psutil
     t0 = time.monotonic()
     with tempfile.TemporaryFile('w+') as log:
@@ -82,7 +98,9 @@ def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit c
         while p.poll() is None:
             try:
                 tree = [proc] + proc.children(recursive=True)
-                if n % 20 == 0: pools = [psutil.Process(q) for q in pool_servers({t.pid for t in tree})]
+                if n % 20 == 0:
+                    servers = pool_servers({t.pid for t in tree})
+                    pools = [psutil.Process(q) for q in servers] + server_processes(servers)
                 n += 1
                 for q in pools:   # the stage that starts the pool is its parent until it ends: count each process once
                     try: tree += [q] + q.children(recursive=True)
