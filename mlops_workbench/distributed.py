@@ -4,8 +4,9 @@
 
 # %% auto #0
 __all__ = ['RAY_ENV', 'LOOPBACK_ENV', 'RUNTIME_INFO', 'RUNTIME_FAILED', 'LEASES', 'IDLE_ENV', 'BACKENDS', 'FAULT_ENV',
-           'ray_address', 'clean_stale', 'new_ray_token', 'ray_token_auth', 'serve_runtime', 'join_run_runtime',
-           'ray_runtime', 'choose_backend', 'train_distributed', 'fit', 'stop_cluster', 'start_cluster']
+           'CLUSTER_ENV', 'ray_address', 'clean_stale', 'new_ray_token', 'ray_token_auth', 'serve_runtime',
+           'join_run_runtime', 'ray_runtime', 'choose_backend', 'train_distributed', 'fit', 'stop_cluster',
+           'start_cluster']
 
 # %% ../nbs/07_distributed.ipynb #83864a1b
 import contextlib, os, shutil, tempfile, time, uuid
@@ -431,12 +432,14 @@ def stop_cluster(temp_dir:str|Path, # the cluster's temporary directory (from `s
                 ) -> int: # processes stopped
     "Stop the processes of the Ray cluster whose temporary directory is `temp_dir`, and remove the directory."
     import psutil
-    key, procs = str(temp_dir), []
+    key, procs, me = str(temp_dir), [], {os.getpid(), *(p.pid for p in psutil.Process().parents())}
     for p in psutil.process_iter(['cmdline']):
         try:
-            if p.pid != os.getpid() and any(key in a for a in (p.info['cmdline'] or [])):
+            if p.pid in me: continue
+            # its folder on the command line, or (Ray's client server, which names none) in the environment it started with
+            if any(key in a for a in (p.info['cmdline'] or [])) or p.environ().get(CLUSTER_ENV) == key:
                 procs += [p] + p.children(recursive=True)
-        except psutil.Error: pass
+        except (psutil.Error, OSError): pass
     procs = list({p.pid: p for p in procs}.values())
     for p in procs:
         with contextlib.suppress(psutil.Error): p.kill()
@@ -452,6 +455,8 @@ from ray.scripts.scripts import main
 sys.argv[0] = 'ray'
 main()
 """
+
+CLUSTER_ENV = 'MLWB_RAY_CLUSTER_DIR'   # a cluster's folder: in its clients' and its own processes' environment
 
 def start_cluster(nodes:int=2, # head + (nodes - 1) worker nodes
                   cpus_per_node:int=1, # CPUs each node offers
@@ -472,12 +477,13 @@ def start_cluster(nodes:int=2, # head + (nodes - 1) worker nodes
     ray_start = [sys.executable, '-c', _RAY_START, 'start']
     common = ['--node-ip-address', '127.0.0.1', '--num-cpus', str(cpus_per_node), '--num-gpus', str(gpus_per_node),
               '--disable-usage-stats']
-    head = ['--head', '--port', str(port), '--include-dashboard', 'false', '--dashboard-host', '127.0.0.1']
+    head = ['--head', '--port', str(port), '--include-dashboard', 'false', '--dashboard-host', '127.0.0.1',
+            '--ray-client-server-port', str(_free_port())]   # Ray's default, 10001, would be one port for every cluster
     cmds = [[*ray_start, *head, '--temp-dir', str(tmp/'head'), *common]]
     cmds += [[*ray_start, '--address', f'127.0.0.1:{port}', '--temp-dir', str(tmp/f'node{i}'), *common]
              for i in range(1, nodes)]
     node_env = {k: v for k, v in os.environ.items() if k not in LOOPBACK_ENV}   # single-node mode refuses worker nodes
-    node_env.update(env)
+    node_env.update(env, **{CLUSTER_ENV: str(tmp)})   # how `stop_cluster` finds a process whose command line names no folder
     if token_path: node_env.pop('RAY_AUTH_TOKEN', None)
     for cmd in cmds:
         r = subprocess.run(cmd, env=node_env, capture_output=True, text=True, timeout=180)
@@ -486,4 +492,4 @@ def start_cluster(nodes:int=2, # head + (nodes - 1) worker nodes
             what = ' '.join(cmd[3:5])
             last = (r.stderr or r.stdout).strip().splitlines()[-1:]
             raise RuntimeError(f"`ray {what}` failed ({r.returncode}): {last}")
-    return {**env, **LOOPBACK_ENV, 'RAY_ADDRESS': f'127.0.0.1:{port}', 'MLWB_RAY_CLUSTER_DIR': str(tmp)}
+    return {**env, **LOOPBACK_ENV, 'RAY_ADDRESS': f'127.0.0.1:{port}', CLUSTER_ENV: str(tmp)}

@@ -71,8 +71,15 @@ with ray_runtime() as ray:
 """
 
 def runtime_processes(folder) -> list:
-    "The processes of a shared runtime: its server (named by its folder) and Ray's daemons (in folder/ray)."
-    return [p for p in psutil.process_iter(['cmdline']) if any(str(folder) in a for a in (p.info['cmdline'] or []))]
+    """The processes of a shared runtime: its server (named by its folder), Ray's daemons (in folder/ray) and Ray's
+    client server, which names no folder but starts with the cluster's in its environment (before: left running)."""
+    out = []
+    for p in psutil.process_iter(['cmdline']):
+        try:
+            if any(str(folder) in a for a in (p.info['cmdline'] or [])) or \
+               p.environ().get('MLWB_RAY_CLUSTER_DIR', '').startswith(str(folder)): out.append(p)
+        except (psutil.Error, OSError): pass
+    return out
 
 def wait_until(cond, bound=60, what=''):
     deadline = time.monotonic() + bound
