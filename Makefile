@@ -96,10 +96,18 @@ export: install
 lock: install
 	$(PIP) freeze --exclude-editable --exclude mlops-workbench | grep -v '^jupytext=' > constraints.txt
 
+# issue 13's goals, each paired with its baseline in the same run (about 2 h here; results in bench/results, read in
+# bench/README.md): stage overhead (13.3), whole runs pooled vs cold kernels (13.3) and shared vs private Ray (13.4),
+# training, sweep and tracking (13.4, 13.5), growth to 50x and the embed stage's memory at 500x (13.1), vector search
+# against exact search (13.2)
 bench: install
-	$(BIN)/python bench/stages.py
+	$(BIN)/python bench/stages.py --pool
+	$(BIN)/python bench/pool.py
+	$(BIN)/python bench/pool.py --compare ray --params small
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/growth.py
+	$(BIN)/python bench/embed_memory.py --scale 500 --reps 3 --baseline 634e2fe
+	$(BIN)/python bench/vectors.py
 
 # forget the embedded stores and pipeline outputs (not the code)
 clean-state:
