@@ -140,7 +140,7 @@ def serve_runtime(folder:str|Path, # the run's runtime folder (from `kernels.ray
         idle_since = time.monotonic()
         while not stop and alive(owner):
             leases = list((folder/LEASES).iterdir()) if (folder/LEASES).exists() else []
-            for gone in [l for l in leases if not _owner_alive(l)]: shutil.rmtree(gone, ignore_errors=True)
+            for gone in [l for l in leases if _lease_gone(l)]: shutil.rmtree(gone, ignore_errors=True)
             if any(l.exists() for l in leases): idle_since = time.monotonic()
             elif time.monotonic() - idle_since > idle_s: break
             time.sleep(0.2)
@@ -155,6 +155,13 @@ def serve_runtime(folder:str|Path, # the run's runtime folder (from `kernels.ray
         else:
             with contextlib.suppress(FileNotFoundError): (folder/PIDFILE).unlink()   # a later stage may start it again
 
+def _lease_gone(lease:Path) -> bool:
+    "A lease whose process has ended, or that has had no owner record for 10 s (one being taken has it within ms)."
+    alive = _owner_alive(lease)
+    if alive is None:
+        with contextlib.suppress(OSError): return time.time() - lease.stat().st_mtime > 10
+    return alive is False
+
 def join_run_runtime(folder:str|Path, # the run's runtime folder (`MLWB_RAY_RUN`)
                      num_gpus:int=0, # GPUs, if this stage is the one that starts it
                      bound:float=180, # seconds to wait for it to start
@@ -162,6 +169,8 @@ def join_run_runtime(folder:str|Path, # the run's runtime folder (`MLWB_RAY_RUN`
     "Take a lease on the run's shared Ray runtime (starting it if nobody has); return its address."
     import json, subprocess, sys
     from mlops_workbench.kernels import PIDFILE, LOG, RAY_OWNER_ENV, alive
+    try: idle = float(os.environ.get(IDLE_ENV, 30))
+    except ValueError: raise ValueError(f"{IDLE_ENV}={os.environ[IDLE_ENV]!r}: not a number of seconds") from None
     folder = Path(folder)
     lease = folder/LEASES/str(os.getpid())
     lease.mkdir(parents=True, exist_ok=True)
@@ -177,8 +186,7 @@ def join_run_runtime(folder:str|Path, # the run's runtime folder (`MLWB_RAY_RUN`
             if pid.isdigit() and not alive(int(pid)):   # its runtime process died without a word
                 with contextlib.suppress(FileNotFoundError): (folder/PIDFILE).unlink()
         else:
-            args = (str(folder), int(os.environ[RAY_OWNER_ENV]), os.cpu_count(), num_gpus,
-                    float(os.environ.get(IDLE_ENV, 30)))
+            args = (str(folder), int(os.environ[RAY_OWNER_ENV]), os.cpu_count(), num_gpus, idle)
             code = f"import sys; from mlops_workbench.distributed import serve_runtime; sys.exit(serve_runtime{args!r})"
             with open(folder/LOG, 'ab') as log:
                 p = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.DEVNULL, stdout=log,

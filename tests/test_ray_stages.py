@@ -31,8 +31,11 @@ def run(tmp_path_factory):
                 try: f = q.environ().get('MLWB_RAY_RUN')
                 except psutil.Error: continue
                 if f: folder.append(f); break
-        if folder:
-            procs += [q for q in psutil.process_iter(['cmdline']) if any(folder[0] in a for a in q.info['cmdline'] or [])]
+        for q in psutil.process_iter(['cmdline']) if folder else ():   # by folder, or (Ray's client server) environment
+            try:
+                if any(folder[0] in a for a in q.info['cmdline'] or []) or \
+                   q.environ().get('MLWB_RAY_CLUSTER_DIR', '').startswith(folder[0]): procs.append(q)
+            except (psutil.Error, OSError): pass
         return procs
     with open(tmp/'out.txt', 'w') as out, open(tmp/'err.txt', 'w') as err:
         p = subprocess.Popen(['mlwb', 'run', 'train'], cwd=root, env=clean_env(), stdout=out, stderr=err,
