@@ -6,6 +6,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import py, clean_env
+from testkit import cluster_processes
 
 pytestmark = pytest.mark.slow   # two private Ray runtimes
 
@@ -73,13 +74,7 @@ with ray_runtime() as ray:
 def runtime_processes(folder) -> list:
     """The processes of a shared runtime: its server (named by its folder), Ray's daemons (in folder/ray) and Ray's
     client server, which names no folder but starts with the cluster's in its environment (before: left running)."""
-    out = []
-    for p in psutil.process_iter(['cmdline']):
-        try:
-            if any(str(folder) in a for a in (p.info['cmdline'] or [])) or \
-               p.environ().get('MLWB_RAY_CLUSTER_DIR', '').startswith(str(folder)): out.append(p)
-        except (psutil.Error, OSError): pass
-    return out
+    return cluster_processes(str(folder))
 
 def wait_until(cond, bound=60, what=''):
     deadline = time.monotonic() + bound

@@ -6,6 +6,7 @@ import json, subprocess, sys, threading
 import psutil
 import pytest
 from conftest import clean_env
+from testkit import cluster_processes
 
 pytestmark = pytest.mark.slow   # a 2-node Ray cluster
 
@@ -67,15 +68,9 @@ def test_loopback_cluster_listens_on_loopback_only(tmp_path):
     from mlops_workbench.distributed import start_cluster, stop_cluster
     env = start_cluster(nodes=2, cpus_per_node=1)
     key = env['MLWB_RAY_CLUSTER_DIR']
-    def cluster():   # by folder on the command line, or in the environment (Ray's client server names no folder;
-                     # its client, started with the cluster's environment, counts too: it has ended when this is asked)
-        out = []
-        for p in psutil.process_iter(['cmdline']):
-            try:
-                if any(key in a for a in (p.info['cmdline'] or [])) or p.environ().get('MLWB_RAY_CLUSTER_DIR') == key:
-                    out.append(p)
-            except (psutil.Error, OSError): pass
-        return out
+    # by folder on the command line, or in the environment (Ray's client server names no folder; its client, started
+    # with the cluster's environment, counts too: it has ended when this is asked)
+    cluster = lambda: cluster_processes(key)
     try:
         client = subprocess.Popen([sys.executable, '-c', CLIENT], cwd=tmp_path, env=clean_env(**env), text=True,
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)

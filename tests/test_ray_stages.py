@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import copy_repo, set_params, py, clean_env, SMALL
 from test_ray_loopback import Sampler, tree
+from testkit import cluster_processes
 import psutil
 
 pytestmark = pytest.mark.slow   # prepare, sweep and train on a private Ray runtime
@@ -31,12 +32,7 @@ def run(tmp_path_factory):
                 try: f = q.environ().get('MLWB_RAY_RUN')
                 except psutil.Error: continue
                 if f: folder.append(f); break
-        for q in psutil.process_iter(['cmdline']) if folder else ():   # by folder, or (Ray's client server) environment
-            try:
-                if any(folder[0] in a for a in q.info['cmdline'] or []) or \
-                   q.environ().get('MLWB_RAY_CLUSTER_DIR', '').startswith(folder[0]): procs.append(q)
-            except (psutil.Error, OSError): pass
-        return procs
+        return procs + cluster_processes(*folder)
     with open(tmp/'out.txt', 'w') as out, open(tmp/'err.txt', 'w') as err:
         p = subprocess.Popen(['mlwb', 'run', 'train'], cwd=root, env=clean_env(), stdout=out, stderr=err,
                              start_new_session=True)

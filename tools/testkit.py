@@ -73,18 +73,28 @@ def pool_servers(owners=None) -> dict:
     return {pid: owner for pid, (ppid, owner) in found.items()
             if ppid not in found and (owners is None or owner in owners)}
 
+def cluster_processes(*folders) -> list:
+    """The processes of the Ray clusters in `folders` (their temporary directories): those naming one on their command
+    line, and those started with one in their environment (`MLWB_RAY_CLUSTER_DIR`: Ray's client server names none)."""
+    import psutil
+    out = []
+    for q in psutil.process_iter(['cmdline']) if folders else ():
+        try:
+            if any(f in a for f in folders for a in (q.info['cmdline'] or [])) or \
+               q.environ().get('MLWB_RAY_CLUSTER_DIR', '').startswith(folders): out.append(q)
+        except (psutil.Error, OSError): pass   # it ended meanwhile
+    return out
+
 def server_processes(pids) -> list:
     """The processes of the servers `pids` (from `pool_servers`) that are not their children: a shared Ray runtime's
-    GCS, raylet and agents (`ray start` daemonizes them), found by its folder on their command lines."""
+    GCS, raylet, agents and client server (`ray start` daemonizes them)."""
     import psutil
     folders = []
     for pid in pids:
         try: m = SERVER.search(psutil.Process(pid).cmdline()[-1])
         except (psutil.Error, IndexError): continue
         if m and 'serve_runtime' in m.group(0): folders.append(m.group(1) + '/ray')
-    if not folders: return []
-    return [q for q in psutil.process_iter(['cmdline'])
-            if any(f in a for f in folders for a in (q.info['cmdline'] or []))]
+    return cluster_processes(*folders)
 
 def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit code, seconds, peak bytes, output)
     """Run `cmd`, sampling the summed RSS of its whole process tree (with the kernel pool and the Ray runtime its run
