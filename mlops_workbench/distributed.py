@@ -228,15 +228,18 @@ def ray_runtime(num_cpus:int|None=None, # CPUs of a local runtime (default: all)
         yield ray
         return
     address, tmp = address or ray_address(), None
-    kw = dict(runtime_env={'env_vars': {k: os.environ[k] for k in RAY_ENV}}, logging_level='ERROR', log_to_driver=True,
-              configure_logging=True)
+    kw = dict(logging_level='ERROR', log_to_driver=True, configure_logging=True)
     shared = False
     try:
         with contextlib.ExitStack() as stack:
             if not address or _is_loopback(address): stack.enter_context(_on_loopback())
             if address:
                 stack.enter_context(ray_token_auth())   # the user's token; RAY_AUTH_MODE=disabled opts out
-                try: ray.init(address=address, **kw)
+                # a cluster started elsewhere gets RAY_ENV as the job's runtime env; runtimes started here (private, the
+                # run's shared one, `start_cluster`) have it in their nodes' environment, which their workers inherit: a
+                # job runtime env would make Ray start every worker through its runtime-env setup, idle prestarted ones
+                # beside them (~1.5 CPU-s more per runtime, measured)
+                try: ray.init(address=address, runtime_env={'env_vars': {k: os.environ[k] for k in RAY_ENV}}, **kw)
                 except Exception as e:
                     if 'no authentication token' not in str(e): raise
                     raise RuntimeError(f"RAY_ADDRESS={address}: Ray token auth is on but no token was found: set "
