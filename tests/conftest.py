@@ -34,9 +34,10 @@ def copy_repo(dest: Path) -> Path:
 
 @pytest.fixture(scope='session')
 def project(tutorial_runs) -> Path:
-    """A copy of the repo with small params, on which the full pipeline has run once: the copy where tutorial 01
-    (nbs/tutorials/01_quickstart.ipynb) ran `mlwb run` (= checks + `dvc repro`) and only read the results, so that the
-    session runs the pipeline once for both. Its output is in `first_repro.log` beside the copy."""
+    """A clone of the repo (committed results included) with small params committed, on which the full pipeline has
+    run once: the copy where tutorial 01 (nbs/tutorials/01_quickstart.ipynb) ran `mlwb run` (= checks + `dvc repro`)
+    and only read the results, so that the session runs the pipeline once for both. Its output is in
+    `first_repro.log` beside the copy."""
     nb, root = tutorial_runs('01_quickstart.ipynb')
     if isinstance(nb, Exception): raise nb
     import json
@@ -69,13 +70,17 @@ TUTORIAL_ORDER = ('01_quickstart.ipynb', '05_serve.ipynb', '03_scale_out.ipynb',
                   '06_edge.ipynb')
 
 def _run_tutorial(share: Path, root: Path, name: str, dest: Path, bound: float) -> Path:
-    """Tutorial `name` run as written in a fresh copy of the repo at `root` (small params), or in a copy of the
-    quickstart's run (`FROM_PIPELINE_RUN`, the quickstart taken from `share` as every tutorial is): the executed notebook."""
+    """Tutorial `name` run as written in a fresh clone of the repo at `root` (small params, committed), or in a copy of
+    the quickstart's run (`FROM_PIPELINE_RUN`, the quickstart taken from `share` as every tutorial is): the executed
+    notebook."""
     if name in FROM_PIPELINE_RUN:
         quick, quick_root = shared_tutorial(share, '01_quickstart.ipynb', bound)
         if isinstance(quick, Exception): raise RuntimeError(f"tutorial {name} starts from the quickstart's run, which failed: {quick}")
         testkit.copy_run(quick_root, root)
-    else: copy_repo(root); set_params(root, **SMALL)
+    else:   # as a user's clone: the committed results come too, and the tree is clean (test_package_lineage reads it)
+        testkit.copy_repo(root, REPO, skip=())
+        set_params(root, **SMALL)
+        testkit.commit(root, 'small params', 'params.yaml')
     return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound)
 
 def shared_tutorial(share: Path, name: str, bound: float = TUTORIAL_BOUND, runner=_run_tutorial) -> tuple:

@@ -3,11 +3,7 @@ commit tag reads `-dirty` only when code or params differ from the commit (issue
 import json
 from pathlib import Path
 import yaml
-import pytest
-from conftest import REPO, SMALL, sh, py, set_params, copy_repo
-import testkit
-
-pytestmark = pytest.mark.slow   # a full pipeline run on a clone, then two trainings
+from conftest import sh, py, set_params
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
@@ -30,18 +26,18 @@ def version_commits(root: Path) -> dict:
 def head(root: Path) -> str:
     return git(root, 'rev-parse', 'HEAD').stdout.strip()
 
-def test_first_run_dirties_nothing_but_dvc_outputs(tmp_path):
-    root = testkit.copy_repo(tmp_path/'clone', REPO, skip=())     # like a clone: the committed results come too
-    set_params(root, **SMALL)
-    git(root, 'commit', '-qm', 'small params', 'params.yaml')
-    sh(['mlwb', 'run'], root, timeout=3000)   # as `make run` runs it (checks, then `dvc repro`)
-    changed = [l[3:] for l in git(root, 'status', '--porcelain', '--untracked-files=all').stdout.splitlines()]
-    owned = dvc_owned(root)
+def test_first_run_dirties_nothing_but_dvc_outputs(project):
+    "The session's pipeline run is a clone's first `mlwb run` (committed results present, small params committed: conftest)."
+    changed = [l[3:] for l in git(project, 'status', '--porcelain', '--untracked-files=all').stdout.splitlines()]
+    owned = dvc_owned(project)
     assert changed, 'the pipeline rewrote none of its committed outputs?'
     assert [f for f in changed if not any(f == o or f.startswith(o.rstrip('/') + '/') for o in owned)] == [], changed
     assert any(f.startswith('reports/model_cards/') for f in changed), changed   # the issue's case: v1's card rewritten
-    assert version_commits(root) == {1: head(root)}
-    # a committed params change retrains: the new version's commit is clean, though v1's card and metrics changed
+    assert version_commits(project) == {1: head(project)}
+
+def test_retrained_versions_name_their_commit(project_copy):
+    "A committed params change retrains: the new version's commit is clean, though v1's card and metrics changed."
+    root = project_copy
     set_params(root, train={'epochs': 2})
     git(root, 'commit', '-qm', 'two epochs', 'params.yaml')
     sh(['mlwb', 'stage', 'train'], root, timeout=1200)

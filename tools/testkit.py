@@ -27,6 +27,12 @@ def copy_repo(dest:Path, root:Path=ROOT, skip:tuple=RESULTS) -> Path:
         subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
     return dest
 
+def commit(root:Path, message:str, *paths) -> str:
+    "Commit `paths` (everything staged if none) in the repo copy at `root` as a test user; the new HEAD."
+    git = ['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t']
+    subprocess.run([*git, 'commit', '-qm', message, *map(str, paths)], cwd=root, check=True, capture_output=True)
+    return subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, check=True, capture_output=True, text=True).stdout.strip()
+
 def copy_run(src:Path, # a repo copy on which the pipeline ran (its stores closed: no process holds Milvus Lite)
              dest:Path, # a folder that does not exist yet
             ) -> Path:
