@@ -68,6 +68,10 @@ FROM_PIPELINE_RUN = ('04_operate.ipynb', '05_serve.ipynb', '06_edge.ipynb')
 # runners end together
 TUTORIAL_ORDER = ('01_quickstart.ipynb', '05_serve.ipynb', '03_scale_out.ipynb', '04_operate.ipynb', '02_own_data.ipynb',
                   '06_edge.ipynb')
+# tutorials whose processes (the kernel's environment carries a mark that its servers, stages and Ray's nodes and workers
+# inherit) have their listening sockets sampled while they run, into `listening.json` beside the executed notebook:
+# test_ray_loopback.py checks the scale-out tutorial's 2-node cluster from it instead of starting one of its own
+LISTEN_SAMPLED = ('03_scale_out.ipynb',)
 
 def _run_tutorial(share: Path, root: Path, name: str, dest: Path, bound: float) -> Path:
     """Tutorial `name` run as written in a fresh clone of the repo at `root` (small params, committed), or in a copy of
@@ -81,7 +85,20 @@ def _run_tutorial(share: Path, root: Path, name: str, dest: Path, bound: float) 
         testkit.copy_repo(root, REPO, skip=())
         set_params(root, **SMALL)
         testkit.commit(root, 'small params', 'params.yaml')
-    return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound)
+    if name not in LISTEN_SAMPLED: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound)
+    import json, uuid
+    mark, cache = uuid.uuid4().hex, {}
+    sampler = testkit.Sampler(lambda: testkit.marked_processes(mark, cache))
+    sampler.start()
+    try: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound, env={testkit.MARK_ENV: mark})
+    finally:
+        sampler.stop.set()
+        sampler.join()
+        t0 = time.monotonic()   # what the tutorial left running (stopped processes may take a moment to go)
+        while (left := testkit.marked_processes(mark)) and time.monotonic() - t0 < 15: time.sleep(0.5)
+        left = [' '.join(c) for c in map(testkit.cmdline_or_none, left) if c is not None]
+        (dest.parent/'listening.json').write_text(json.dumps(dict(
+            seen=sorted(sampler.seen), procs=sorted(sampler.procs), cmdlines=sorted(sampler.cmdlines), left=left)))
 
 def shared_tutorial(share: Path, name: str, bound: float = TUTORIAL_BOUND, runner=_run_tutorial) -> tuple:
     """Tutorial `name` run once for every process that shares the folder `share`: the first to ask runs it (`runner`),

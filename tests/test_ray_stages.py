@@ -11,7 +11,7 @@ import json, re, subprocess
 from pathlib import Path
 import pytest
 from conftest import copy_repo, set_params, py, clean_env, SMALL
-from test_ray_loopback import Sampler, tree
+from testkit import Sampler, process_tree as tree
 from testkit import cluster_processes
 import psutil
 

@@ -58,13 +58,14 @@ def execute_tutorial(nb:Path, # a tutorial notebook inside a repo copy (it may c
                      dest:Path, # the executed notebook
                      timeout:int=1800, # seconds per cell
                      bound:float|None=None, # seconds for the whole notebook (None: no bound but the cells')
+                     env:dict|None=None, # variables to add to the kernel's environment (a test marks a run's processes)
                     ) -> Path:
     "Run a tutorial with papermill on the project kernel, from its own folder, as a user who set no env vars."
     dest.parent.mkdir(parents=True, exist_ok=True)
     cmd = [str(BIN/'papermill'), str(nb), str(dest), '-k', KERNEL, '--cwd', str(nb.parent), '--no-progress-bar',
            '--execution-timeout', str(timeout)]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         env=clean_env(PYTHONUNBUFFERED='1'))
+                         env=clean_env(PYTHONUNBUFFERED='1', **(env or {})))
     try: _, err = p.communicate(timeout=bound)
     except subprocess.TimeoutExpired:
         _kill_tree(p.pid)

@@ -1,6 +1,6 @@
 """Scratch copies of the repo and the environment of a user who set nothing: what the tests (tests/conftest.py), the
 benchmarks and the docs builder (tutorials run in a copy) share. No pytest here: plain functions."""
-import os, re, shutil, subprocess, sys, tempfile, time
+import os, re, shutil, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,3 +129,68 @@ def peak_rss(cmd, cwd, timeout:float=3600, every:float=0.05) -> tuple: # (exit c
             time.sleep(every)
         log.seek(0)
         return p.returncode, time.monotonic() - t0, peak, log.read()
+
+LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
+MARK_ENV = 'TUTORIAL_RUN_MARK'   # set in a tutorial's kernel: its processes (Ray's nodes and workers too) inherit it
+
+def process_tree(roots) -> list:
+    "The live processes among `roots` (pids or psutil processes) and all their descendants."
+    import psutil
+    out = []
+    for r in roots:
+        try:
+            p = r if isinstance(r, psutil.Process) else psutil.Process(r)
+            out += [p] + p.children(recursive=True)
+        except psutil.Error: pass
+    return list({p.pid: p for p in out}.values())
+
+def listening(procs) -> set:
+    "(process name, ip, port) of every TCP socket in LISTEN state held by `procs`."
+    import psutil
+    out = set()
+    for p in procs:
+        try:
+            name = p.name()
+            conns = p.net_connections(kind='inet')
+        except (psutil.Error, OSError): continue   # a process that ended meanwhile (psutil may say FileNotFoundError)
+        out |= {(name, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    return out
+
+def marked_processes(mark:str, cache:dict|None=None) -> list:
+    """The live processes whose environment has `MARK_ENV` = `mark` (each process's environment is read once when
+    `cache`, a dict kept between calls, is given)."""
+    import psutil
+    cache = {} if cache is None else cache
+    out = []
+    for q in psutil.process_iter():
+        try:
+            key = (q.pid, q.create_time())
+            if key not in cache: cache[key] = q.environ().get(MARK_ENV) == mark
+        except (psutil.Error, OSError): continue   # it ended meanwhile, or is not ours to read
+        if cache[key]: out.append(q)
+    return out
+
+def cmdline_or_none(q) -> list|None:
+    "A process's command line; None when it has ended (or is a zombie)."
+    import psutil
+    try: return None if q.status() == psutil.STATUS_ZOMBIE else q.cmdline()
+    except psutil.Error: return None
+
+class Sampler(threading.Thread):
+    "Samples the listening sockets (and command lines) of `roots()`'s process trees every `every` s until stopped."
+    def __init__(self, roots, every:float=0.3):
+        super().__init__(daemon=True)
+        self.roots, self.every, self.seen, self.cmdlines, self.stop = roots, every, set(), set(), threading.Event()
+        self.procs = set()   # (pid, name) of every process seen
+    def run(self):
+        import psutil
+        while not self.stop.wait(self.every):
+            procs = process_tree(self.roots())
+            self.seen |= listening(procs)
+            for p in procs:
+                try:
+                    self.cmdlines.add(' '.join(p.cmdline()))
+                    self.procs.add((p.pid, p.name()))
+                except psutil.Error: pass
+    def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
+    def names(self) -> set: return {n for n, _, _ in self.seen}
