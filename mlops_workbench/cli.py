@@ -148,12 +148,14 @@ def add_results_commands(add):
 
 # %% ../nbs/90_cli.ipynb #6b05a16a
 _MILVUS_MAIN = """# milvus-lite server, with the workbench's token check (vectors.milvus_server)
-import os, signal, sys, threading
+import os, signal, sys, threading, time
 from mlops_workbench.vectors import milvus_server
 server, db, port = milvus_server(sys.argv[1], sys.argv[2], int(sys.argv[3]), os.environ.get('MILVUS_TOKEN') or None)
-stop = threading.Event()
-for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, lambda *_: stop.set())
-while not stop.wait(1): pass
+# a plain list, not a threading.Event: Event.set() takes a lock, and a second signal arriving inside the first handler's
+# set() (SIGTERM to the process group and from `mlwb`, at once) deadlocked the server until `mlwb` killed it after 90 s
+stop = []
+for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP): signal.signal(s, lambda *_: stop.append(1))
+while not stop: time.sleep(0.2)
 server.stop(5).wait(10)
 # close() drains milvus-lite's background compaction and index builds: bounded, so a stop never hangs (the data is
 # flushed before that drain; an unfinished index is rebuilt at the next load)

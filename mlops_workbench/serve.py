@@ -781,14 +781,14 @@ def serve_forever(cfg:Config|None=None, # workbench config
     cfg = cfg or load_config(); settings = settings or serve_settings(cfg)
     v = preflight(cfg, settings)
     from mlops_workbench.distributed import ray_runtime, ray_address, stop_cluster
-    stop, old, t0 = threading.Event(), {}, time.monotonic()
+    stop, old, t0 = [], {}, time.monotonic()   # a list, set by the signal handlers: no lock (cli._MILVUS_MAIN says why)
     url, sf = f"http://127.0.0.1:{settings['port']}", state_file(cfg)
     tmp = None
     try:
         with ray_runtime() as ray:
             from ray import serve
             # after ray.init: these replace the crash handler Ray installs (it prints a stack trace on SIGTERM)
-            old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGHUP)}
+            old = {s: signal.signal(s, lambda *_: stop.append(1)) for s in (signal.SIGTERM, signal.SIGHUP)}
             node = ray._private.worker._global_node
             tmp = None if ray_address() or node is None else Path(node.get_temp_dir_path())
             running = _serve_running()
@@ -802,8 +802,9 @@ def serve_forever(cfg:Config|None=None, # workbench config
                       "GET /healthz /readyz /version /docs); Ctrl-C or `mlwb serve --stop` stops it", flush=True)
                 if ready: ready(url)
                 seen, looked = None, 0.0
-                while not stop.wait(0.2):
-                    if time.monotonic() - looked < 1: continue
+                while not stop:
+                    time.sleep(0.2)
+                    if stop or time.monotonic() - looked < 1: continue
                     looked, seen = time.monotonic(), _follow_replicas(sf, rec, app_name, seen, settings)
             except KeyboardInterrupt: pass
             finally:
