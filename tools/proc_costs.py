@@ -66,13 +66,13 @@ def sample(stop:threading.Event, every:float=0.5) -> dict:
         first = False
         if stop.wait(every): return seen
 
-def table(rows:list, machine:float, top:int) -> str:
+def table(rows:list, machine:float, top:int, rest:str='not sampled') -> str:
     "A Markdown table of (kind, processes, CPU) rows, largest first, with the share of the machine's busy CPU."
     lines = ['| kind of process | processes | CPU (s) | share | CPU per process (s) |', '|---|---:|---:|---:|---:|']
     for name, n, cpu in sorted(rows, key=lambda r: -r[2])[:top]:
         lines.append(f'| {name} | {n} | {cpu:.1f} | {100 * cpu / (machine or 1):.1f}% | {cpu / n:.2f} |')
     sampled = sum(r[2] for r in rows)
-    lines.append(f'| not sampled (processes shorter than the interval; the kernel) | | {machine - sampled:.1f} | '
+    lines.append(f'| {rest} | | {machine - sampled:.1f} | '
                  f'{100 * (machine - sampled) / (machine or 1):.1f}% | |')
     lines.append(f'| **the machine, busy** | {sum(r[1] for r in rows)} | {machine:.1f} | 100% | |')
     return '\n'.join(lines)
@@ -81,10 +81,11 @@ def report(data:dict, top:int=25, only:str|None=None) -> str:
     "The table by kind; with `only`, the command lines of that kind instead (temporary folders shortened)."
     agg = collections.defaultdict(lambda: [0, 0.0])
     for _, cmd, cpu, _ in data['procs']:
-        k = kind(cmd) if only is None else (re.sub(r'/tmp/\S+', '<tmp>', cmd)[:120] if kind(cmd) == only else None)
+        k = kind(cmd) if only is None else (re.sub(r'\s+', ' ', re.sub(r'/tmp/\S+', '<tmp>', cmd))[:120] if kind(cmd) == only else None)
         if k is not None: agg[k][0] += 1; agg[k][1] += cpu
     head = f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, the machine busy {data['machine']:.0f} CPU-s\n\n"
-    return head + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top)
+    rest = 'not sampled (processes shorter than the interval; the kernel)' if only is None else f'other than {only}'
+    return head + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top, rest)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,

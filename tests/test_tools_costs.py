@@ -1,0 +1,45 @@
+"""The cost tools the test suite's figures come from (bench/README.md): `tools/proc_costs.py` names each process's kind
+and sums CPU per kind; `tools/test_costs.py` sums the per-test log per file."""
+import json, subprocess, sys
+from conftest import REPO
+import proc_costs, test_costs   # conftest puts tools/ on sys.path
+
+def test_kinds_of_processes():
+    k = proc_costs.kind
+    assert k('/v/bin/python -m ipykernel_launcher -f /tmp/k.json') == 'papermill kernel, cold'
+    assert k('ray::RayTrainWorker.init_train_context') == 'Ray worker'
+    assert k('/v/lib/python3.11/site-packages/ray/core/src/ray/gcs/gcs_server --gcs_server_port=1') == 'Ray GCS'
+    assert k('/v/bin/python /v/bin/mlwb history --json') == 'mlwb history'
+    assert k('/v/bin/python -c import sys; from mlops_workbench.cli import main; sys.exit(main()) serve') == 'mlwb serve'
+    assert k('/v/bin/python /v/bin/dvc repro train') == 'dvc repro'
+    assert k('/v/bin/python -m pip install -q x') == 'pip'
+    assert k('/v/bin/python -c \nimport json') == 'python -c (a helper interpreter)'
+    assert k('git rev-parse HEAD') == 'git'
+
+def test_report_sums_per_kind_and_shows_what_was_not_sampled():
+    data = dict(command='make x', wall=10.0, machine=10.0,
+                procs=[[1, '/v/bin/mlwb history', 2.0, 0], [2, '/v/bin/mlwb history --json', 1.0, 0], [3, 'git status', 0.5, 0]])
+    rep = proc_costs.report(data)
+    assert '| mlwb history | 2 | 3.0 | 30.0% | 1.50 |' in rep and '| git | 1 | 0.5 | 5.0% | 0.50 |' in rep
+    assert '| not sampled (processes shorter than the interval; the kernel) | | 6.5 | 65.0% | |' in rep
+    assert rep.index('mlwb history') < rep.index('| git |')   # largest first
+    only = proc_costs.report(data, only='mlwb history')
+    assert '/v/bin/mlwb history --json' in only and 'git status' not in only
+
+def test_a_command_is_run_and_sampled(tmp_path):
+    "A child that burns ~0.3 s of CPU for over a second is seen under its kind; the exit code is the command's."
+    out = tmp_path/'p.json'
+    busy = 'import time; t = time.time()\nwhile time.time() - t < 1.2: sum(range(1000))'
+    r = subprocess.run([sys.executable, str(REPO/'tools'/'proc_costs.py'), '--out', str(out), '--every', '0.2', '--',
+                        sys.executable, '-c', busy + '\nraise SystemExit(3)'], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 3, r.stderr
+    data = json.loads(out.read_text())
+    mine = [p for p in data['procs'] if p[1].startswith(f'{sys.executable} -c import time')]   # (not the sampler's own line)
+    assert len(mine) == 1 and mine[0][2] > 0.5, mine
+    assert 'python -c (a helper interpreter)' in r.stderr
+
+def test_test_costs_per_file():
+    rows = [dict(test='tests/a.py::x', wall=2.0, cpu=3.0), dict(test='tests/a.py::y', wall=1.0, cpu=1.0),
+            dict(test='tests/b.py::z', wall=4.0, cpu=2.0)]
+    files = test_costs.per_file(rows)
+    assert files['tests/a.py'] == {'tests': 2, 'wall': 3.0, 'cpu': 4.0} and files['tests/b.py']['tests'] == 1
