@@ -14,7 +14,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent/'tests'))
 from conftest import copy_repo, clean_env, set_params, SMALL   # the same scratch-copy helpers as the tests
-from testkit import tiled_digits, peak_rss   # shared with tests/test_scale_pipeline.py and test_vectors_scale.py
+from testkit import tiled_digits, peak_rss   # shared with tests/test_scale_pipeline.py
 
 STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed', 'gate', 'monitor']
 # small epochs: the shape of the default pipeline (sweep -> train with the sweep's best), one epoch each
