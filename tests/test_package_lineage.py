@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 import yaml
 from conftest import sh, py, set_params
+import testkit
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
@@ -39,15 +40,15 @@ def test_retrained_versions_name_their_commit(project_copy):
     "A committed params change retrains: the new version's commit is clean, though v1's card and metrics changed."
     root = project_copy
     set_params(root, train={'epochs': 2})
-    git(root, 'commit', '-qm', 'two epochs', 'params.yaml')
+    commit = testkit.commit(root, 'two epochs', 'params.yaml')
     sh(['mlwb', 'stage', 'train'], root, timeout=1200)
-    assert version_commits(root)[2] == head(root)
+    assert version_commits(root)[2] == commit
     # an edited library notebook is a change of code: the next version says so
     nb_path = root/'nbs'/'02_train.ipynb'
     nb = json.loads(nb_path.read_text())
     nb['cells'].append({'cell_type': 'markdown', 'id': 'c0ffee00', 'metadata': {}, 'source': ['A note.']})
     nb_path.write_text(json.dumps(nb, indent=1))
     set_params(root, train={'epochs': 4})
-    git(root, 'commit', '-qm', 'four epochs', 'params.yaml')
+    commit = testkit.commit(root, 'four epochs', 'params.yaml')
     sh(['mlwb', 'stage', 'train'], root, timeout=1200)
-    assert version_commits(root)[3] == head(root) + '-dirty'
+    assert version_commits(root)[3] == commit + '-dirty'

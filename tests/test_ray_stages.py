@@ -11,8 +11,7 @@ import json, re, subprocess
 from pathlib import Path
 import pytest
 from conftest import copy_repo, set_params, py, clean_env, SMALL
-from testkit import Sampler, process_tree as tree
-from testkit import cluster_processes
+from testkit import Sampler, cluster_processes, process_tree as tree
 import psutil
 
 pytestmark = pytest.mark.slow   # prepare, sweep and train on a private Ray runtime

@@ -8,6 +8,7 @@ one that lives less than the sampling interval is missed: its CPU shows in the "
 """
 import argparse, collections, json, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
+from testkit import machine_cpu   # tools/ (stdlib only at import): the same busy-CPU count as the per-test log
 
 HZ = os.sysconf('SC_CLK_TCK')
 KINDS = (   # (kind, pattern on the command line): the first that matches names a process
@@ -39,11 +40,6 @@ def kind(cmd:str) -> str:
     if re.search(r'python[0-9.]* (-\S+ )*-c', cmd): return 'python -c (a helper interpreter)'
     prog = cmd.split(' ')[0].rsplit('/', 1)[-1]
     return f'{prog} {cmd.split(" ")[1].rsplit("/", 1)[-1]}' if prog.startswith('python') and ' ' in cmd else prog or '?'
-
-def machine_cpu() -> float:
-    "CPU seconds the whole machine has spent busy since boot (all cores)."
-    f = [int(x) for x in open('/proc/stat').readline().split()[1:]]
-    return (f[0] + f[1] + f[2] + f[5] + f[6] + f[7]) / HZ
 
 def sample(stop:threading.Event, every:float=0.5) -> dict:
     """(pid, start time) -> [command line, CPU seconds, parent pid] of every process seen until `stop` is set (a process
