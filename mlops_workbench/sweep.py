@@ -157,7 +157,7 @@ def open_study(path:str|Path, # the journal file (sweeps/<name>.journal)
 _MLFLOW_STATUS = {'COMPLETE': 'FINISHED', 'PRUNED': 'KILLED', 'FAIL': 'FAILED'}
 
 def _counted(t) -> bool:
-    "A finished trial that counts toward n_trials (interrupted ones are retried instead)."
+    "A finished trial that counts toward n_trials (interrupted ones are retried or drawn anew instead)."
     return t.state.is_finished() and not t.user_attrs.get('interrupted')
 
 def _log_trial(client, parent_id:str, t, children:dict):
@@ -175,14 +175,21 @@ def _log_trial(client, parent_id:str, t, children:dict):
     end_run(client, rid, 'KILLED' if t.user_attrs.get('interrupted') else _MLFLOW_STATUS[t.state.name], tags)
     children[t.number] = client.get_run(rid)
 
-def recover(study, client=None, parent_id:str|None=None) -> list:
+def recover(study, client=None, parent_id:str|None=None,
+            space:dict|None=None, # the search space (None: take every stale trial's params as whole)
+           ) -> list:
     "After a crash: fail the trials left running, queue their configurations again, bring MLflow in line; return their numbers."
     from optuna.trial import TrialState
-    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    trials = study.get_trials(deepcopy=False)
+    queued = {t.user_attrs.get('retry_of') for t in trials}
+    stale = [t for t in trials if t.state == TrialState.RUNNING]
     for t in stale:
+        whole = space is None or set(t.params) == set(space)   # not whole: killed while its params were drawn, never trained
+        if whole and t.number not in queued:   # queued before the FAIL: a crash in between leaves one retry, never none or two
+            study.enqueue_trial(t.params, user_attrs={'retry_of': t.number}, skip_if_exists=False)
+        if not whole: study._storage.set_trial_user_attr(t._trial_id, 'incomplete', True)
         study._storage.set_trial_user_attr(t._trial_id, 'interrupted', True)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={'retry_of': t.number}, skip_if_exists=False)
     if client is not None:
         from mlops_workbench.tracking import child_runs
         children = child_runs(client, parent_id)
@@ -292,7 +299,7 @@ def run_sweep(study, # from `open_study`
     slots = max(1, min(concurrency, int(cpus // cpus_per_trial)))
     pruner, direction = pruner or {}, study.direction.name.lower()
     t_start = time.perf_counter()
-    interrupted = recover(study, client, parent_id)
+    interrupted = recover(study, client, parent_id, space)
     writer = _Writer(client, parent_id, child_runs(client, parent_id)) if client is not None else None
     def log(number:int):   # the trial's MLflow child run, written off the ask/tell path
         if writer is not None: writer.log(study.get_trials(deepcopy=False)[number])
