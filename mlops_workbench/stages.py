@@ -282,6 +282,7 @@ def kernel_manager(name:str, # kernel name (see `check_kernel`)
     "An async kernel manager over Unix sockets in `folder` (no loopback TCP ports), so nbclient can watch the kernel."
     from jupyter_client.manager import AsyncKernelManager   # a blocking client would wait for ever on a dead kernel
     return AsyncKernelManager(kernel_name=name, transport='ipc', ip=str(Path(folder)/'kernel'),
+                              connection_file=str(Path(folder)/'kernel.json'),   # its key too: gone with the folder
                               kernel_spec_manager=kernel_specs(), client_factory=ready_client_class())
 
 def _oom_kills() -> int|None:

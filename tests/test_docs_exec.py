@@ -43,3 +43,12 @@ def test_a_tutorial_within_its_bound_runs(tmp_path):
     out = docs_exec.execute_tutorial(nb, tmp_path/'out'/'quick.ipynb', bound=300)
     cell = json.loads(out.read_text())['cells'][0]
     assert cell['outputs'][0]['text'] in ('hello\n', ['hello\n'])
+
+def test_a_library_notebook_stops_its_kernel_and_leaves_no_connection_file(tmp_path):
+    "execute_notebook (the docs build) runs each notebook on its own kernel: stopped when the notebook ends, not when the build does."
+    nb = notebook(tmp_path/'lib.ipynb', "import os\nfrom ipykernel import get_connection_file\nprint(os.getpid(), get_connection_file())")
+    out = docs_exec.execute_notebook(nb, tmp_path/'out'/'lib.ipynb', timeout=120)
+    text = json.loads(out.read_text())['cells'][0]['outputs'][0]['text']
+    pid, conn = ''.join(text).split()
+    assert gone(int(pid)), 'the kernel outlived its notebook'
+    assert not Path(conn).exists(), f'{conn}: the connection file (with its key) was left behind'
