@@ -88,7 +88,7 @@ def _run_tutorial(share: Path, root: Path, name: str, dest: Path, bound: float) 
     if name not in LISTEN_SAMPLED: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound)
     import json, uuid
     mark, cache = uuid.uuid4().hex, {}
-    sampler = testkit.Sampler(lambda: testkit.marked_processes(mark, cache))
+    sampler = testkit.Sampler(lambda: testkit.marked_processes(mark, cache), tree=False)   # a mark is inherited
     sampler.start()
     try: return build_docs.execute_tutorial(root/'nbs'/'tutorials'/name, dest, bound=bound, env={testkit.MARK_ENV: mark})
     finally:

@@ -8,6 +8,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import clean_env, py, set_params, sh
+from testkit import ss_listening
 
 pytestmark = pytest.mark.slow   # five servers on the pipeline project
 
@@ -20,17 +21,6 @@ KEY = 'q3Jx7m1Qk9m0c2V8dGhpcy1pcy1hLXRlc3Qta2V5ISE='   # a test key (32 bytes, b
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
-
-def ss_listening() -> list:
-    "(ip, port, pids) of every listening TCP socket, from `ss -ltnpH`."
-    out = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True, timeout=30).stdout
-    rows = []
-    for line in out.splitlines():
-        parts = line.split()
-        if len(parts) < 4: continue
-        ip, port = parts[3].rsplit(':', 1)
-        rows.append((ip.strip('[]').split('%')[0], int(port), {int(p) for p in re.findall(r'pid=(\d+)', line)}))
-    return rows
 
 def tree(pids) -> dict:
     "pid -> name of the live processes among `pids` and all their descendants."

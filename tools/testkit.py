@@ -144,16 +144,26 @@ def process_tree(roots) -> list:
         except psutil.Error: pass
     return list({p.pid: p for p in out}.values())
 
+def ss_listening() -> list:
+    "(ip, port, pids) of every listening TCP socket on the machine, from one `ss -ltnpH`."
+    out = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True, timeout=30).stdout
+    rows = []
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) < 4: continue
+        ip, port = parts[3].rsplit(':', 1)
+        rows.append((ip.strip('[]').split('%')[0], int(port), {int(p) for p in re.findall(r'pid=(\d+)', line)}))
+    return rows
+
 def listening(procs) -> set:
-    "(process name, ip, port) of every TCP socket in LISTEN state held by `procs`."
+    """(process name, ip, port) of every TCP socket in LISTEN state held by `procs`: one `ss` for all of them (psutil's
+    per-process `net_connections` parses the machine's whole socket table once per process)."""
     import psutil
-    out = set()
-    for p in procs:
-        try:
-            name = p.name()
-            conns = p.net_connections(kind='inet')
-        except (psutil.Error, OSError): continue   # a process that ended meanwhile (psutil may say FileNotFoundError)
-        out |= {(name, c.laddr.ip, c.laddr.port) for c in conns if c.status == psutil.CONN_LISTEN}
+    by_pid, out = {p.pid: p for p in procs}, set()
+    for ip, port, pids in ss_listening():
+        for pid in pids & by_pid.keys():
+            try: out.add((by_pid[pid].name(), ip, port))
+            except psutil.Error: pass   # it ended meanwhile
     return out
 
 def marked_processes(mark:str, cache:dict|None=None) -> list:
@@ -177,15 +187,16 @@ def cmdline_or_none(q) -> list|None:
     except psutil.Error: return None
 
 class Sampler(threading.Thread):
-    "Samples the listening sockets (and command lines) of `roots()`'s process trees every `every` s until stopped."
-    def __init__(self, roots, every:float=0.3):
+    """Samples the listening sockets (and command lines, which Ray's workers change as they take tasks) of `roots()`'s
+    process trees every `every` s until stopped; `tree=False`: `roots()` returns every process to sample already."""
+    def __init__(self, roots, every:float=0.3, tree:bool=True):
         super().__init__(daemon=True)
-        self.roots, self.every, self.seen, self.cmdlines, self.stop = roots, every, set(), set(), threading.Event()
+        self.roots, self.every, self.tree, self.seen, self.cmdlines, self.stop = roots, every, tree, set(), set(), threading.Event()
         self.procs = set()   # (pid, name) of every process seen
     def run(self):
         import psutil
         while not self.stop.wait(self.every):
-            procs = process_tree(self.roots())
+            procs = process_tree(self.roots()) if self.tree else self.roots()
             self.seen |= listening(procs)
             for p in procs:
                 try:
