@@ -1,14 +1,22 @@
 """Edge export (issue 11.1, 11.2): `mlwb export` proves ONNX parity on the held-out split and logs it to the version's
 MLflow run; a proof that fails exits non-zero with no folder; `mlwb edge keygen|publish|status` on the pipeline's champion."""
-import json, os, stat
-from pathlib import Path
-import yaml
-from conftest import sh, py, clean_env, set_params
+import json, stat
+from conftest import sh, clean_env, set_params, workbench
+
+def champion(root) -> str:
+    from mlops_workbench.registry import aliases
+    return str(aliases(workbench(root))['champion'])
+
+def version(root, ver: str):
+    "The model version `ver` and the MLflow client that read it."
+    from mlops_workbench.tracking import get_client
+    cfg = workbench(root); c = get_client(cfg)
+    return c.get_model_version(cfg.model_name, ver), c
 
 def test_export_champion_proves_parity_and_logs_it(project):
     r = sh(['mlwb', 'export', '--alias', 'champion', '--int8'], project)
     assert 'parity passed on' in r.stdout and 'argmax identical' in r.stdout and 'int8: accuracy' in r.stdout, r.stdout
-    ver = py("from mlops_workbench.registry import aliases; print(aliases()['champion'])", project).stdout.strip()
+    ver = champion(project)
     out = project/'edge'/'exports'/f'v{ver}'
     assert sorted(p.name for p in out.iterdir()) == ['export.json', 'int8.json', 'model.int8.onnx', 'model.onnx', 'parity.json', 'smoke.json']
     q = json.loads((out/'int8.json').read_text())
@@ -23,20 +31,14 @@ def test_export_champion_proves_parity_and_logs_it(project):
     rec = json.loads((out/'export.json').read_text())
     assert rec['version'] == int(ver) and rec['data_fingerprint'] == meta['fingerprint'] and rec['input_schema']['features'] == meta['features']
     # the ONNX file and the report are on the version's run, the version is tagged
-    code = f"""
-from mlops_workbench.tracking import get_client
-from mlops_workbench.config import load_config
-cfg = load_config(); c = get_client(cfg); mv = c.get_model_version(cfg.model_name, '{ver}')
-print(sorted(a.path for a in c.list_artifacts(mv.run_id, 'onnx')))
-print(mv.tags['mlwb.onnx.parity'], mv.tags['mlwb.onnx.opset'], 'onnx.single_ms_onnx' in c.get_run(mv.run_id).data.metrics)
-"""
-    lines = py(code, project).stdout.strip().splitlines()
-    assert lines[-2] == "['onnx/int8.json', 'onnx/model.int8.onnx', 'onnx/model.onnx', 'onnx/parity.json']", lines
-    assert lines[-1] == 'passed 17 True', lines
+    mv, c = version(project, ver)
+    assert sorted(a.path for a in c.list_artifacts(mv.run_id, 'onnx')) == ['onnx/int8.json', 'onnx/model.int8.onnx', 'onnx/model.onnx', 'onnx/parity.json']
+    assert (mv.tags['mlwb.onnx.parity'], mv.tags['mlwb.onnx.opset']) == ('passed', '17')
+    assert 'onnx.single_ms_onnx' in c.get_run(mv.run_id).data.metrics
 
 def test_failed_parity_exits_nonzero_with_no_folder(project):
     params = (project/'params.yaml').read_text()
-    ver = py("from mlops_workbench.registry import aliases; print(aliases()['champion'])", project).stdout.strip()
+    ver = champion(project)
     try:
         set_params(project, export={'tolerance': 1e-15})
         r = sh(['mlwb', 'export', '--version', ver], project, check=False, env=clean_env(PYTHONWARNINGS='ignore'))
@@ -44,9 +46,7 @@ def test_failed_parity_exits_nonzero_with_no_folder(project):
     assert r.returncode == 1 and 'ONNX parity failed' in r.stderr and 'no bundle written' in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not [p for p in (project/'edge'/'exports').iterdir() if p.name.startswith('.tmp')]
-    tag = py(f"from mlops_workbench.tracking import get_client; from mlops_workbench.config import load_config; cfg = load_config(); "
-             f"print(get_client(cfg).get_model_version(cfg.model_name, '{ver}').tags['mlwb.onnx.parity'])", project).stdout.strip()
-    assert tag == 'failed'
+    assert version(project, ver)[0].tags['mlwb.onnx.parity'] == 'failed'
     sh(['mlwb', 'export', '--version', ver], project)   # the next good export tags it passed again
 
 def test_keygen_publish_status(project, tmp_path):
@@ -74,7 +74,7 @@ def test_keygen_publish_status(project, tmp_path):
 def test_promote_publishes_when_asked(project, tmp_path):
     env = clean_env(MLWB_EDGE_KEY=str(tmp_path/'keys'/'edge.key'))
     sh(['mlwb', 'edge', 'keygen'], project, env=env)
-    ver = py("from mlops_workbench.registry import aliases; print(aliases()['champion'])", project).stdout.strip()
+    ver = champion(project)
     params = (project/'params.yaml').read_text()
     try:
         r = sh(['mlwb', 'promote', ver, '--reason', 'no change'], project, env=env)

@@ -5,7 +5,7 @@ twice. These tests check what that run left and go on from there: the gate rerun
 log. The first pipeline run's champion and card are read from the session's `project` run."""
 import ast, json
 import pytest
-from conftest import sh, py, tutorial_root, tutorial_cell, cell_text
+from conftest import sh, tutorial_root, tutorial_cell, cell_text, workbench
 
 OPERATE = '04_operate.ipynb'
 
@@ -21,7 +21,8 @@ def cell(tutorial_runs, code: str) -> dict:
 def roles(root) -> dict: return json.loads(sh(['mlwb', 'history', '--json'], root).stdout)['roles']
 
 def version_tags(root, v) -> dict:
-    return json.loads(py(f"import json; from mlops_workbench.registry import version_info; print(json.dumps(version_info({v})['tags']))", root).stdout)
+    from mlops_workbench.registry import version_info
+    return version_info(v, workbench(root))['tags']
 
 def test_pipeline_yields_champion_with_card(project):
     assert roles(project) == {'champion': 1, 'challenger': 1}
@@ -35,8 +36,10 @@ def test_pipeline_yields_champion_with_card(project):
     assert '<table>' in (project/'reports'/'model_cards'/'v1.html').read_text()
     mon = json.loads((project/'metrics'/'monitor.json').read_text())
     assert mon == {'batches_checked': 0, 'champion': 1, 'drifted': [], 'latest': None}
-    arts = py("from mlops_workbench.tracking import get_client; from mlops_workbench.registry import version_info; "
-              "print(sorted(a.path for a in get_client().list_artifacts(version_info(1)['run_id'], 'model_card')))", project).stdout
+    from mlops_workbench.tracking import get_client
+    from mlops_workbench.registry import version_info
+    cfg = workbench(project)
+    arts = [a.path for a in get_client(cfg).list_artifacts(version_info(1, cfg)['run_id'], 'model_card')]
     assert 'model_card/v1.md' in arts and 'model_card/v1.html' in arts
 
 def test_the_tutorial_leaves_v1_champion_after_its_rollback(ops):

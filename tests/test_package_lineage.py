@@ -3,7 +3,7 @@ commit tag reads `-dirty` only when code or params differ from the commit (issue
 import json
 from pathlib import Path
 import yaml
-from conftest import sh, py, set_params
+from conftest import sh, set_params, workbench
 import testkit
 
 def git(root: Path, *args):
@@ -18,11 +18,9 @@ def dvc_owned(root: Path) -> list:
 
 def version_commits(root: Path) -> dict:
     "Registered version -> its `mlwb.git_commit` tag, read with MLflow from the copy's store."
-    code = ("import json\nfrom mlops_workbench.config import load_config\n"
-            "from mlops_workbench.tracking import get_client\n"
-            "cfg = load_config(); vs = get_client(cfg).search_model_versions(f\"name='{cfg.model_name}'\")\n"
-            "print(json.dumps({int(v.version): v.tags.get('mlwb.git_commit') for v in vs}))")
-    return {int(k): v for k, v in json.loads(py(code, root).stdout.strip().splitlines()[-1]).items()}
+    from mlops_workbench.tracking import get_client
+    cfg = workbench(root)
+    return {int(v.version): v.tags.get('mlwb.git_commit') for v in get_client(cfg).search_model_versions(f"name='{cfg.model_name}'")}
 
 def head(root: Path) -> str:
     return git(root, 'rev-parse', 'HEAD').stdout.strip()

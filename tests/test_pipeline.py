@@ -1,26 +1,20 @@
 """The real pipeline end to end on small params: papermill kernels, DVC, MLflow (SQLite), Milvus Lite."""
 import json
 import yaml
-from conftest import sh, py, set_params
+from conftest import sh, py, set_params, workbench
 
 STAGES = ['prepare', 'sweep', 'train', 'evaluate', 'embed']
 
 def mlflow_state(root) -> dict:
-    "Runs, versions and artifacts in the project's MLflow store, read in a fresh process."
-    code = """
-import json
-from mlops_workbench.config import load_config
-from mlops_workbench.tracking import get_client, ensure_store
-cfg = load_config(); c = get_client(cfg)
-runs = c.search_runs([ensure_store(cfg)], order_by=['start_time ASC'])
-out = dict(runs=[dict(id=r.info.run_id, status=r.info.status, tags=r.data.tags, params=r.data.params, metrics=r.data.metrics,
-                      epochs=len(c.get_metric_history(r.info.run_id, 'val_loss')),
-                      artifacts=[a.path for a in c.list_artifacts(r.info.run_id, 'reports')] + [a.path for a in c.list_artifacts(r.info.run_id, 'plots')])
-                 for r in runs],
-           versions=sorted([dict(version=int(v.version), run_id=v.run_id, tags=v.tags) for v in c.search_model_versions(f"name='{cfg.model_name}'")], key=lambda v: v['version']))
-print(json.dumps(out))
-"""
-    return json.loads(py(code, root).stdout)
+    "Runs, versions and artifacts in the project's MLflow store."
+    from mlops_workbench.tracking import get_client, ensure_store
+    cfg = workbench(root); c = get_client(cfg)
+    runs = c.search_runs([ensure_store(cfg)], order_by=['start_time ASC'])
+    return dict(runs=[dict(id=r.info.run_id, status=r.info.status, tags=r.data.tags, params=r.data.params, metrics=r.data.metrics,
+                           epochs=len(c.get_metric_history(r.info.run_id, 'val_loss')),
+                           artifacts=[a.path for a in c.list_artifacts(r.info.run_id, 'reports')] + [a.path for a in c.list_artifacts(r.info.run_id, 'plots')])
+                      for r in runs],
+                versions=sorted([dict(version=int(v.version), run_id=v.run_id, tags=v.tags) for v in c.search_model_versions(f"name='{cfg.model_name}'")], key=lambda v: v['version']))
 
 def milvus_count(root, collection) -> int:
     return int(py(f"from mlops_workbench.vectors import connect, count; print(count(connect(), {collection!r}))", root).stdout)

@@ -10,7 +10,7 @@ A stage's private runtime (a direct `dvc repro`) is covered by test_ray_leftover
 import json, re, subprocess
 from pathlib import Path
 import pytest
-from conftest import copy_repo, set_params, py, clean_env, SMALL
+from conftest import copy_repo, set_params, clean_env, SMALL, workbench
 from testkit import Sampler, cluster_processes, process_tree as tree
 import psutil
 
@@ -74,15 +74,10 @@ def test_no_ray_folder_is_left_behind(run):
 def test_the_train_stage_shows_which_params_the_sweep_replaced(run):
     root = run['root']
     best = json.loads((root/'models'/'best_params.json').read_text())['params']
-    out = py("""
-import json
-from mlops_workbench.tracking import get_client, ensure_store
-c = get_client(); exp = ensure_store()
-r = c.search_runs([exp], "tags.`mlwb.stage` = 'train'")[0]
-print(json.dumps(dict(tags=r.data.tags, params=r.data.params)))
-""", root).stdout
-    r = json.loads(out.strip().splitlines()[-1])
-    tags, params = r['tags'], r['params']
+    from mlops_workbench.tracking import get_client, ensure_store
+    cfg = workbench(root)
+    r = get_client(cfg).search_runs([ensure_store(cfg)], "tags.`mlwb.stage` = 'train'")[0]
+    tags, params = r.data.tags, r.data.params
     assert tags['mlwb.from_sweep'] == 'batch_size,dropout,hidden,lr,model'
     assert float(params['lr']) == best['lr'] and params['hidden'] == str(best['hidden'])   # the sweep's values trained
     assert params['params_yaml.lr'] == '0.01'                                               # params.yaml's, not used

@@ -1,23 +1,21 @@
 """A rerun with nothing new registers nothing new (issue 14.2): the train stage run with params A, then B, then A
 again registers v1 and v2 only; the third run reuses v1 (linked by a tag), `models/model.json` points at v1 and its
 run, and no role moves. Real papermill stages on a scratch copy of the repo."""
-import json
-from conftest import py, sh, set_params
+from conftest import sh, set_params, workbench
 
-STATE = r'''
-import json
-from mlops_workbench.config import load_config, read_json
-from mlops_workbench.tracking import get_client
-from mlops_workbench import registry as R
-cfg = load_config(); c = get_client(cfg); info = read_json(cfg.path('models', 'model.json'))
-print(json.dumps(dict(versions=R.versions(cfg), roles=R.aliases(cfg), info=info, audit=len(R.read_audit(R.audit_path(cfg))),
-                      tags=c.get_run(info['train_run_id']).data.tags.get('mlwb.reuses_version'))))
-'''
+def state(root) -> dict:
+    "Versions, roles, models/model.json, the audit log's length and the train run's reuse tag."
+    from mlops_workbench.config import read_json
+    from mlops_workbench.tracking import get_client
+    from mlops_workbench import registry as R
+    cfg = workbench(root); info = read_json(cfg.path('models', 'model.json'))
+    return dict(versions=R.versions(cfg), roles=R.aliases(cfg), info=info, audit=len(R.read_audit(R.audit_path(cfg))),
+                tags=get_client(cfg).get_run(info['train_run_id']).data.tags.get('mlwb.reuses_version'))
 
 def train(root, lr):
     set_params(root, train={'lr': lr})
     sh(['mlwb', 'stage', 'train', '--no-progress'], root)
-    return json.loads(py(STATE, root).stdout.splitlines()[-1])
+    return state(root)
 
 def test_rerun_reuses_the_version(scratch):
     set_params(scratch, train={'use_sweep': False, 'epochs': 2})

@@ -1,10 +1,9 @@
 """Scale-out on a real Ray runtime: Ray Train (1-worker parity with the in-process loop, a worker killed mid-training
 resumes from its checkpoint), sweeps (4 trials at once into a fresh MLflow store, failing and pruned trials, a killed
 driver resumes), and a 2-node Ray cluster on loopback running a 2-worker training and a sweep through `dvc repro`."""
-import json, os, signal, subprocess, sys, time
-from pathlib import Path
+import json, os, signal, subprocess, time
 import psutil, pytest
-from conftest import sh, py, set_params, clean_env, tutorial_cells
+from conftest import sh, py, set_params, clean_env, tutorial_cells, workbench
 
 pytestmark = pytest.mark.slow   # Ray runtimes, sweeps and a killed sweep
 
@@ -13,19 +12,13 @@ def test_sweep_stage_feeds_train_and_is_tracked_as_parent_and_children(project):
     best = json.loads((project/'models'/'best_params.json').read_text())
     sweep = json.loads((project/'metrics'/'sweep.json').read_text())
     assert sweep['n_trials'] == 4 and sweep['complete'] + sweep['pruned'] + sweep['failed'] == 4 and sweep['interrupted'] == 0
-    out = py(f"""
-import json
-from mlops_workbench.config import load_config
-from mlops_workbench.tracking import get_client, ensure_store, child_runs
-cfg = load_config(); c = get_client(cfg); exp = ensure_store(cfg)
-parents = c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'")
-parents = [r for r in parents if 'mlflow.parentRunId' not in r.data.tags]
-kids = c.search_runs([exp], "tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
-train = c.search_runs([exp], "tags.`mlwb.stage` = 'train'")[0]
-print(json.dumps(dict(parents=[r.info.run_id for r in parents], kids=[(r.data.tags['mlwb.trial'], r.info.status, r.data.tags['optuna.state']) for r in kids],
-                      train_tags=train.data.tags, train_params=train.data.params)))
-""", project).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    from mlops_workbench.tracking import get_client, ensure_store
+    cfg = workbench(project); c = get_client(cfg); exp = ensure_store(cfg)
+    parents = [r for r in c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'") if 'mlflow.parentRunId' not in r.data.tags]
+    kids = c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
+    train = c.search_runs([exp], "tags.`mlwb.stage` = 'train'")[0]
+    r = dict(parents=[r.info.run_id for r in parents], kids=[(r.data.tags['mlwb.trial'], r.info.status, r.data.tags['optuna.state']) for r in kids],
+             train_tags=train.data.tags, train_params=train.data.params)
     assert r['parents'] == [best['mlflow_parent_run']]
     assert sorted(int(t) for t, _, _ in r['kids']) == [0, 1, 2, 3]   # one child per trial, none twice
     status = {'COMPLETE': 'FINISHED', 'PRUNED': 'KILLED', 'FAIL': 'FAILED'}
@@ -146,15 +139,11 @@ def test_a_killed_sweep_resumes_to_the_full_count_without_duplicates(scratch):
     assert len(configs) == len(set(configs))   # no configuration trained twice
     m = json.loads((scratch/'metrics'/'sweep.json').read_text()); best = json.loads((scratch/'models'/'best_params.json').read_text())
     assert m['n_trials'] == 6 and m['interrupted'] == len(interrupted)
-    out = py(f"""
-import json
-from mlops_workbench.tracking import get_client, ensure_store
-c = get_client(); exp = ensure_store()
-kids = c.search_runs([exp], "tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
-sweeps = [r for r in c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'") if 'mlflow.parentRunId' not in r.data.tags]
-print(json.dumps(dict(kids=[(int(r.data.tags['mlwb.trial']), r.info.status) for r in kids], parents=len(sweeps))))
-""", scratch).stdout
-    r = json.loads(out.strip().splitlines()[-1])
+    from mlops_workbench.tracking import get_client, ensure_store
+    cfg = workbench(scratch); c = get_client(cfg); exp = ensure_store(cfg)
+    kids = c.search_runs([exp], f"tags.`mlflow.parentRunId` = '{best['mlflow_parent_run']}'")
+    sweeps = [r for r in c.search_runs([exp], "tags.`mlwb.stage` = 'sweep'") if 'mlflow.parentRunId' not in r.data.tags]
+    r = dict(kids=[(int(r.data.tags['mlwb.trial']), r.info.status) for r in kids], parents=len(sweeps))
     assert r['parents'] == 1                                           # the resumed sweep reused its parent run
     assert sorted(n for n, _ in r['kids']) == [t.number for t in trials]   # one child per trial, none lost, none twice
     assert all(st != 'RUNNING' for _, st in r['kids'])

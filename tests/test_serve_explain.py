@@ -3,7 +3,7 @@ prediction log is written here as `mlwb serve` writes it (`serve.PredictionLog` 
 `serve.load_version`), in a copy of the session's pipeline run; tutorial 05 explains a request while the server runs
 (tests/test_serve_loop.py)."""
 import json, subprocess, sys
-from conftest import sh, py
+from conftest import sh, py, workbench
 
 SERVE_TWO_ROWS = """
 import json
@@ -36,8 +36,8 @@ def test_explain_a_served_request(project_copy):
     root = project_copy
     served = json.loads(py(SERVE_TWO_ROWS, root).stdout)
     doc = json.loads(explain(root, 'req-a', '--k', '3', '--json').stdout)
-    info = json.loads(py("import json; from mlops_workbench.registry import version_info; "
-                         "print(json.dumps(version_info(1), default=str))", root).stdout)
+    from mlops_workbench.registry import version_info
+    info = version_info(1, workbench(root))
     lin = doc['versions']['1']
     assert lin['run_id'] == info['run_id'] and lin['params'] == info['params'] and lin['params']
     assert lin['git_commit'] == info['run_tags']['mlwb.git_commit'] and lin['git_commit']
@@ -57,7 +57,7 @@ def test_explain_a_served_request(project_copy):
     assert [[h['id'] for h in r['similar']] for r in doc['rows']] == ids
     # as text: the lineage once, then each row with its neighbours
     out = explain(root, 'req-a', '--k', '3').stdout
-    assert f"digits-classifier v1 (" in out and f"run {info['run_id']}, git commit {lin['git_commit']}" in out, out
+    assert "digits-classifier v1 (" in out and f"run {info['run_id']}, git commit {lin['git_commit']}" in out, out
     assert f"data fingerprint {lin['data_fingerprint']}" in out and '  params: ' in out
     assert out.count('3 most similar training examples in digits_classifier_v1') == 2
     assert f"true label {served['labels'][1]}" in out

@@ -4,7 +4,7 @@ copy of the repo: `mlwb serve`, labelled traffic (askew images) -> `mlwb served-
 -> `mlwb serve --stop`. These tests read what that run left; no second server or pipeline runs."""
 import json
 import pytest
-from conftest import sh, py, tutorial_root, tutorial_cell, cell_text
+from conftest import sh, py, tutorial_root, tutorial_cell, cell_text, workbench
 
 SERVE = '05_serve.ipynb'
 
@@ -58,8 +58,8 @@ def test_the_monitor_batch_is_the_served_traffic(ops):
 def test_gate_decision_and_registry_agree(ops, tutorial_runs):
     gate = json.loads((ops/'metrics'/'gate.json').read_text())
     assert gate['challenger'] == 2 and gate['champion_before'] == 1 and gate['n'] > 100
-    tags = json.loads(py("import json; from mlops_workbench.registry import version_info; "
-                         "print(json.dumps(version_info(2)['tags']))", ops).stdout)
+    from mlops_workbench.registry import version_info
+    tags = version_info(2, workbench(ops))['tags']
     assert tags['mlwb.gate.passed'] == str(gate['passed']) and tags['mlwb.gate.evidence'] == gate['evidence']
     h = json.loads(sh(['mlwb', 'history', '--json'], ops).stdout)
     assert h['roles'] == {'champion': 1, 'challenger': 2}   # after the tutorial's rollback
