@@ -18,7 +18,10 @@ def cell(tutorial_runs, code: str) -> dict:
     "The executed tutorial cell whose source contains `code`."
     return tutorial_cell(tutorial_runs, OPERATE, code)
 
-def roles(root) -> dict: return json.loads(sh(['mlwb', 'history', '--json'], root).stdout)['roles']
+def roles(root) -> dict:
+    "The registry's roles, read here (`mlwb history --json`'s `roles`, whose output the tests below read too)."
+    from mlops_workbench.registry import aliases
+    return aliases(workbench(root))
 
 def version_tags(root, v) -> dict:
     from mlops_workbench.registry import version_info

@@ -1,10 +1,10 @@
 """A broken champion is noticed (issue 8.7): `mlwb doctor` reports missing or altered model files and a corrupted DVC
 cache object; `mlwb promote`/`rollback` refuse a broken target and do not keep a broken champion as `previous`;
 `mlwb monitor` says what is wrong in one line. Real MLflow store, real DVC, the real `mlwb` console script."""
-import json, shutil
+import shutil
 from pathlib import Path
 import pytest
-from conftest import py, sh
+from conftest import py, sh, workbench
 
 pytestmark = pytest.mark.slow   # three registered models, DVC, the CLI many times
 
@@ -26,7 +26,8 @@ def mlwb(root, *args, check=False):
     return sh(['mlwb', *args], root, check=check)
 
 def roles(root):
-    return json.loads(mlwb(root, 'history', '--json', check=True).stdout)['roles']
+    from mlops_workbench.registry import aliases
+    return aliases(workbench(root))
 
 def test_doctor_and_guarded_role_moves(tmp_path):
     root = tmp_path
@@ -55,8 +56,9 @@ def test_doctor_and_guarded_role_moves(tmp_path):
     r = mlwb(root, 'rollback', '--to', '1', '--reason', 'back')
     assert r.returncode == 1 and r.stderr.startswith('mlwb: error: digits-classifier version 1 has an altered file'), r.stderr
     assert r.stderr.count('\n') == 1
-    shutil.rmtree(py(SETUP.split('for seed')[0] + "from mlops_workbench.tracking import get_client\n"
-                     "print(get_client(cfg).get_model_version_download_uri(cfg.model_name, '3'))", root).stdout.split()[-1].removeprefix('file://'))
+    from mlops_workbench.tracking import get_client
+    cfg = workbench(root)
+    shutil.rmtree(get_client(cfg).get_model_version_download_uri(cfg.model_name, '3').removeprefix('file://'))
     r = mlwb(root, 'promote', '3', '--reason', 'try')
     assert r.returncode == 1 and 'version 3 has no model files in the artifact store' in r.stderr and r.stderr.count('\n') == 1, r.stderr
     assert roles(root) == {'champion': 2, 'challenger': 3}
