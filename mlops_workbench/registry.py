@@ -6,9 +6,10 @@
 __all__ = ['CHAMPION', 'CHALLENGER', 'PREVIOUS', 'ROLES', 'TAG_AUDIT_HEAD', 'TAG_CONTENT', 'TAG_WEIGHTS', 'TAG_FILES',
            'TAG_ROLES', 'TAG_VERSION', 'TAG_REUSES', 'RegistryError', 'RegistryWarning', 'audit_path', 'whoami',
            'append_audit', 'read_audit', 'verify_audit', 'record_mac', 'head_of', 'aliases', 'versions',
-           'verify_version', 'model_files_ok', 'check_version', 'registry_lock', 'move_alias', 'on_new_version',
-           'audit_key', 'verify_anchored', 'promote', 'rollback', 'content_key', 'find_version', 'register_logged',
-           'register_model', 'history', 'format_history', 'version_info', 'tag_version', 'training_ids', 'record_gate']
+           'verify_version', 'model_files_ok', 'version_number', 'check_version', 'registry_lock', 'move_alias',
+           'on_new_version', 'audit_key', 'verify_anchored', 'promote', 'rollback', 'content_key', 'find_version',
+           'register_logged', 'register_model', 'history', 'format_history', 'version_info', 'tag_version',
+           'training_ids', 'record_gate']
 
 # %% ../nbs/10_registry.ipynb #825bf442
 import contextlib, getpass, hashlib, json, os, socket, time, warnings
@@ -169,10 +170,14 @@ def model_files_ok(version:int, cfg:Config) -> bool:
     "True when the version's model files are all there and match their recorded hashes."
     return not verify_version(version, cfg)
 
+def version_number(version) -> int:
+    "`version` (3, '3' or 'v3') as an int, or `RegistryError`: nothing is read, so a typo fails at once."
+    try: return int(str(version).lstrip('v'))
+    except ValueError: raise RegistryError(f"{version!r} is not a version number") from None
+
 def check_version(version, cfg:Config) -> int:
     "The version as an int, or `RegistryError` if it is not registered or its model files are gone or altered."
-    try: v = int(str(version).lstrip('v'))
-    except ValueError: raise RegistryError(f"{version!r} is not a version number") from None
+    v = version_number(version)
     known = versions(cfg)
     if v not in known:
         raise RegistryError(f"{cfg.model_name} has no version {v} (registered: {', '.join(map(str, known)) or 'none'})")
@@ -267,8 +272,9 @@ def rollback(why:str, # the reason (required)
              to=None, # a version number; default: the `previous` champion
              cfg:Config|None=None) -> list: # audit records written ([] when already rolled back)
     "Make `previous` (or version `to`) champion again (repeating it changes nothing); a broken target is refused."
-    cfg = cfg or load_config()
     if not (why or '').strip(): raise RegistryError("a reason is required for a rollback")
+    if to is not None: to = version_number(to)   # a malformed version fails before the registry is read
+    cfg = cfg or load_config()
     with registry_lock(cfg):
         have = aliases(cfg)
         if to is None:
