@@ -249,6 +249,11 @@ def workbench(root, **env):
     from mlops_workbench.config import load_config
     return load_config(root, env=clean_env(**env))
 
+def roles(root) -> dict:
+    "The registry's roles in the project at `root` (alias -> version), read in this process."
+    from mlops_workbench.registry import aliases
+    return aliases(workbench(root))
+
 def py(code: str, cwd, check=True, **kw):
     "Run python code in a fresh interpreter of this venv (the tests never open Milvus Lite themselves: one process per directory)."
     return sh([sys.executable, '-c', code], cwd, check=check, **kw)

@@ -1,11 +1,7 @@
 """Edge export (issue 11.1, 11.2): `mlwb export` proves ONNX parity on the held-out split and logs it to the version's
 MLflow run; a proof that fails exits non-zero with no folder; `mlwb edge keygen|publish|status` on the pipeline's champion."""
 import json, stat
-from conftest import sh, clean_env, set_params, workbench
-
-def champion(root) -> str:
-    from mlops_workbench.registry import aliases
-    return str(aliases(workbench(root))['champion'])
+from conftest import sh, clean_env, set_params, workbench, roles
 
 def version(root, ver: str):
     "The model version `ver` and the MLflow client that read it."
@@ -16,7 +12,7 @@ def version(root, ver: str):
 def test_export_champion_proves_parity_and_logs_it(project):
     r = sh(['mlwb', 'export', '--alias', 'champion', '--int8'], project)
     assert 'parity passed on' in r.stdout and 'argmax identical' in r.stdout and 'int8: accuracy' in r.stdout, r.stdout
-    ver = champion(project)
+    ver = str(roles(project)['champion'])
     out = project/'edge'/'exports'/f'v{ver}'
     assert sorted(p.name for p in out.iterdir()) == ['export.json', 'int8.json', 'model.int8.onnx', 'model.onnx', 'parity.json', 'smoke.json']
     q = json.loads((out/'int8.json').read_text())
@@ -38,7 +34,7 @@ def test_export_champion_proves_parity_and_logs_it(project):
 
 def test_failed_parity_exits_nonzero_with_no_folder(project):
     params = (project/'params.yaml').read_text()
-    ver = champion(project)
+    ver = str(roles(project)['champion'])
     try:
         set_params(project, export={'tolerance': 1e-15})
         r = sh(['mlwb', 'export', '--version', ver], project, check=False, env=clean_env(PYTHONWARNINGS='ignore'))
@@ -74,7 +70,7 @@ def test_keygen_publish_status(project, tmp_path):
 def test_promote_publishes_when_asked(project, tmp_path):
     env = clean_env(MLWB_EDGE_KEY=str(tmp_path/'keys'/'edge.key'))
     sh(['mlwb', 'edge', 'keygen'], project, env=env)
-    ver = champion(project)
+    ver = str(roles(project)['champion'])
     params = (project/'params.yaml').read_text()
     try:
         r = sh(['mlwb', 'promote', ver, '--reason', 'no change'], project, env=env)

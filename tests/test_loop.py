@@ -5,7 +5,7 @@ twice. These tests check what that run left and go on from there: the gate rerun
 log. The first pipeline run's champion and card are read from the session's `project` run."""
 import ast, json
 import pytest
-from conftest import sh, tutorial_root, tutorial_cell, cell_text, workbench
+from conftest import sh, tutorial_root, tutorial_cell, cell_text, workbench, roles
 
 OPERATE = '04_operate.ipynb'
 
@@ -17,11 +17,6 @@ def ops(tutorial_runs):
 def cell(tutorial_runs, code: str) -> dict:
     "The executed tutorial cell whose source contains `code`."
     return tutorial_cell(tutorial_runs, OPERATE, code)
-
-def roles(root) -> dict:
-    "The registry's roles, read here (`mlwb history --json`'s `roles`, whose output the tests below read too)."
-    from mlops_workbench.registry import aliases
-    return aliases(workbench(root))
 
 def version_tags(root, v) -> dict:
     from mlops_workbench.registry import version_info

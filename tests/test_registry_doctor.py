@@ -4,7 +4,7 @@ cache object; `mlwb promote`/`rollback` refuse a broken target and do not keep a
 import shutil
 from pathlib import Path
 import pytest
-from conftest import py, sh, workbench
+from conftest import py, sh, workbench, roles
 
 pytestmark = pytest.mark.slow   # three registered models, DVC, the CLI many times
 
@@ -24,10 +24,6 @@ print(c.get_model_version_download_uri(cfg.model_name, '1'))
 
 def mlwb(root, *args, check=False):
     return sh(['mlwb', *args], root, check=check)
-
-def roles(root):
-    from mlops_workbench.registry import aliases
-    return aliases(workbench(root))
 
 def test_doctor_and_guarded_role_moves(tmp_path):
     root = tmp_path

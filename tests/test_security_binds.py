@@ -3,16 +3,15 @@ bad requests (12.8): `mlwb milvus-server` (with MILVUS_TOKEN), `mlwb ui`, `mlwb 
 (Ray Serve on the private Ray runtime, with MLWB_SERVE_TOKEN) and JupyterLab (`make lab` = tools/lab.py) run together
 on a copy of the pipeline project while `ss -ltnpH` is sampled for their process trees; then they are stopped and
 nothing of theirs may be left. Binding elsewhere takes an explicit option (`--host`)."""
-import contextlib, json, os, re, shutil, signal, socket, subprocess, sys, threading, time
+import contextlib, json, os, re, shutil, signal, socket, subprocess, sys, time
 from pathlib import Path
 import psutil
 import pytest
 from conftest import clean_env, py, set_params, sh
-from testkit import ss_listening
+from testkit import Sampler, process_tree, ss_listening
 
 pytestmark = pytest.mark.slow   # five servers on the pipeline project
 
-LOOPBACK = {'127.0.0.1', '::1', '::ffff:127.0.0.1'}
 MLWB = [sys.executable, '-c', 'import sys; from mlops_workbench.cli import main; sys.exit(main())']
 SERVE_TOKEN, MILVUS_TOKEN = 'serve-token-sentinel-7e1d', 'milvus-token-sentinel-4b2a'
 SECRET = 'TRAVERSAL-SENTINEL-8841'
@@ -22,16 +21,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
-def tree(pids) -> dict:
-    "pid -> name of the live processes among `pids` and all their descendants."
-    out = {}
-    for pid in pids:
-        try:
-            p = psutil.Process(pid)
-            for q in [p] + p.children(recursive=True): out[q.pid] = q.name()
-        except psutil.Error: pass
-    return out
-
 def ours(pids:set, marker:str) -> bool:
     "Whether a listening socket's owners include a process of this test's servers (their children inherit MLWB_AUTH_DIR)."
     if not pids: return True   # an owner that `ss` cannot name counts as ours
@@ -40,20 +29,6 @@ def ours(pids:set, marker:str) -> bool:
             if psutil.Process(pid).environ().get('MLWB_AUTH_DIR') == marker: return True
         except psutil.Error: continue
     return False
-
-class Sampler(threading.Thread):
-    "Samples `ss -ltnpH` for the process trees of `roots` every 0.5 s until stopped."
-    def __init__(self, roots):
-        super().__init__(daemon=True)
-        self.roots, self.seen, self.pids, self.stop = roots, set(), {}, threading.Event()
-    def run(self):
-        while not self.stop.wait(0.5):
-            procs = tree(list(self.roots))
-            self.pids |= procs
-            for ip, port, pids in ss_listening():
-                for pid in pids & procs.keys(): self.seen.add((procs[pid], ip, port))
-    def ports(self) -> set: return {port for _, _, port in self.seen}
-    def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
 
 def wait_port(port, proc, log, what, timeout=300):
     "Wait (bounded) until something accepts on 127.0.0.1:`port`; fail with the server's output otherwise."
@@ -99,15 +74,15 @@ def servers(project, tmp_path_factory):
                 auth=MLWB + ['tracking-server', '--auth', '--port', str(ports['auth'])],
                 serve=MLWB + ['serve'],
                 lab=[sys.executable, 'tools/lab.py', '--port', str(ports['lab'])])
-    procs, logs = {}, {}
-    sampler = Sampler([])
+    procs, logs, roots = {}, {}, []
+    sampler = Sampler(lambda: roots, every=0.5)   # the servers' process trees, `ss -ltnpH` every 0.5 s
     sampler.start()
     try:
         for name, cmd in cmds.items():
             logs[name] = base/f'{name}.log'
             procs[name] = subprocess.Popen(cmd, cwd=root, env=env, stdout=open(logs[name], 'w'), stderr=subprocess.STDOUT,
                                            start_new_session=True)
-            sampler.roots.append(procs[name].pid)
+            roots.append(procs[name].pid)
         for name, p in procs.items(): wait_port(ports[name], p, logs[name], name)
         t0 = time.monotonic()   # mlwb serve listens before its app is deployed: wait for its "serving" line
         while 'serving ' not in logs['serve'].read_text() and time.monotonic() - t0 < 300 and procs['serve'].poll() is None:
@@ -235,10 +210,10 @@ def test_stopped_servers_leave_nothing(servers):
     s.stop.set(); s.join(10)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60:
-        left = [pid for pid in s.pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        left = [pid for pid in {pid for pid, _ in s.procs} if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
         if not left: break
         time.sleep(1)
-    assert not left, [(pid, s.pids[pid]) for pid in left]
+    assert not left, sorted((pid, name) for pid, name in s.procs if pid in left)
     # a port of theirs listening still, by a process that carries this test's environment (an orphan the sampler missed);
     # the same port number taken since by an unrelated process (`make test` runs two pytest processes at once, and every
     # kernel they start binds five free ports) is not theirs
@@ -254,7 +229,7 @@ def test_binding_elsewhere_takes_an_explicit_option(scratch):
                          start_new_session=True)
     try:
         wait_port(port, p, log, 'milvus-server --host 0.0.0.0', 120)
-        ips = {ip for ip, prt, pids in ss_listening() if prt == port and pids & tree([p.pid]).keys()}
+        ips = {ip for ip, prt, pids in ss_listening() if prt == port and pids & {q.pid for q in process_tree([p.pid])}}
         assert ips and ips <= {'0.0.0.0', '*', '::'}, ips   # every interface, as asked ('*': gRPC's dual stack)
     finally:   # mlwb gives the server 90 s after SIGTERM before it kills it: wait past that (CI, loaded: > 60 s once)
         os.killpg(p.pid, signal.SIGTERM); p.wait(120)

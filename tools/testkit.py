@@ -205,3 +205,4 @@ class Sampler(threading.Thread):
                 except psutil.Error: pass
     def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
     def names(self) -> set: return {n for n, _, _ in self.seen}
+    def ports(self) -> set: return {port for _, _, port in self.seen}
