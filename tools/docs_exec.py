@@ -44,10 +44,9 @@ def execute_notebook(src:Path, # a library notebook (or index.ipynb)
     nb = nbformat.read(src, as_version=4); skipped = []
     for i, c in enumerate(nb.cells):
         if c.cell_type == 'code' and _eval_false(c): skipped.append(i); c.cell_type = 'raw'; c.pop('outputs'); c.pop('execution_count')
-    from jupyter_client.manager import AsyncKernelManager
-    with tempfile.TemporaryDirectory(prefix='mlwb-docs-') as d:   # IPC sockets, as the stage runner: no TCP-kernel warning
-        km = AsyncKernelManager(kernel_name=KERNEL, transport='ipc', ip=str(Path(d)/'kernel'),
-                                connection_file=str(Path(d)/'kernel.json'))   # its key too: gone with the folder
+    from mlops_workbench.stages import kernel_manager
+    with tempfile.TemporaryDirectory(prefix='mlwb-docs-') as d:   # the stage runner's kernel: IPC sockets and its key in `d`
+        km = kernel_manager(KERNEL, d)
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name=KERNEL, resources={'metadata': {'path': str(src.parent)}})
         client.execute(cleanup_kc=True)   # a client given its km leaves the kernel running unless told (nbclient)
     for i in skipped: c = nb.cells[i]; c.cell_type = 'code'; c.outputs = []; c.execution_count = None
