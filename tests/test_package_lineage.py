@@ -1,10 +1,8 @@
-"""Lineage after a fresh clone's first run: the pipeline rewrites only files that DVC owns, and a model version's
-commit tag reads `-dirty` only when code or params differ from the commit (issue 14.5)."""
-import json
+"""Lineage after a fresh clone's first run: the pipeline rewrites only files that DVC owns, and v1's commit tag is the
+clone's commit (issue 14.5). A retrained version's tag, clean or `-dirty`: tests/test_retrain.py."""
 from pathlib import Path
 import yaml
-from conftest import sh, set_params, workbench
-import testkit
+from conftest import sh, workbench
 
 def git(root: Path, *args):
     return sh(['git', '-c', 'user.email=t@localhost', '-c', 'user.name=t', *args], root)
@@ -33,20 +31,3 @@ def test_first_run_dirties_nothing_but_dvc_outputs(project):
     assert [f for f in changed if not any(f == o or f.startswith(o.rstrip('/') + '/') for o in owned)] == [], changed
     assert any(f.startswith('reports/model_cards/') for f in changed), changed   # the issue's case: v1's card rewritten
     assert version_commits(project) == {1: head(project)}
-
-def test_retrained_versions_name_their_commit(project_copy):
-    "A committed params change retrains: the new version's commit is clean, though v1's card and metrics changed."
-    root = project_copy
-    set_params(root, train={'epochs': 2})
-    commit = testkit.commit(root, 'two epochs', 'params.yaml')
-    sh(['mlwb', 'stage', 'train'], root, timeout=1200)
-    assert version_commits(root)[2] == commit
-    # an edited library notebook is a change of code: the next version says so
-    nb_path = root/'nbs'/'02_train.ipynb'
-    nb = json.loads(nb_path.read_text())
-    nb['cells'].append({'cell_type': 'markdown', 'id': 'c0ffee00', 'metadata': {}, 'source': ['A note.']})
-    nb_path.write_text(json.dumps(nb, indent=1))
-    set_params(root, train={'epochs': 4})
-    commit = testkit.commit(root, 'four epochs', 'params.yaml')
-    sh(['mlwb', 'stage', 'train'], root, timeout=1200)
-    assert version_commits(root)[3] == commit + '-dirty'
