@@ -1,6 +1,6 @@
 """Unit tests of the docs converter (tools/docs_convert.py): nbdev's processed, Quarto-flavoured notebooks become plain
 notebooks for myst-nb. Pure functions on JSON: no kernel, no Sphinx (the fast tier)."""
-import json
+import json, warnings
 from conftest import REPO
 import docs_convert as C, docs_exec as E
 
@@ -106,3 +106,26 @@ def test_execution_cache_key_is_the_same_in_a_copy_of_the_repo(tmp_path):
 def test_eval_false_cells_are_skipped_by_the_executor():
     assert E._eval_false(dict(source='#| eval: false\nslow()')) and E._eval_false(dict(source='#|eval:False\nx'))
     assert not E._eval_false(dict(source='x = 1\n#| eval: false')) and not E._eval_false(dict(source='#| export\nx'))
+
+def test_docs_processing_reruns_only_what_show_doc_needs(tmp_path):
+    "nbdev's `exec_show_docs` runs every cell that imports something; the build marks example and test cells `eval: false`."
+    import build_docs as B
+    from nbdev.process import NBProcessor
+    from nbdev.processors import _do_eval
+    src = REPO/'nbs'/'08_sweep.ipynb'
+    def evaluated(raw:bytes) -> list:
+        "(is an export cell, source) of each code cell nbdev's processing would run."
+        (tmp_path/'nb.ipynb').write_bytes(raw)
+        return [(bool(set(c.directives_) & B.SHOW_DOC_DIRECTIVES), ''.join(c.source))
+                for c in NBProcessor(tmp_path/'nb.ipynb').nb.cells if c.cell_type == 'code' and _do_eval(c)]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')   # nbdev's "Found cells containing imports and other code": the point of this test
+        before, after = evaluated(src.read_bytes()), evaluated(B._no_rerun(src.read_bytes()))
+    examples = lambda cells: [s for export, s in cells if not export and 'test_eq(' in s]
+    assert examples(before) and examples(after) == []                  # nbdev ran the examples again; now it does not
+    assert [c for c in before if c[0]] == [c for c in after if c[0]]    # the definitions show_doc documents still run
+    assert [s for e, s in after if not e and not s.startswith(('import', 'from'))] == []   # the rest: imports alone
+    assert B._rerun_only_for_imports('from x import y\ny(1)') and not B._rerun_only_for_imports('import x\nfrom y import z')
+    assert not B._rerun_only_for_imports('#| export\nimport x\ndef f(): pass')
+    assert not B._rerun_only_for_imports('from nbdev.showdoc import show_doc\nshow_doc(len)')
+    assert not B._rerun_only_for_imports('x = 1')                      # nbdev does not run it anyway

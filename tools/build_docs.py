@@ -8,7 +8,8 @@ Steps:
               a scratch copy of the repo (so they never touch this checkout's stores); both cached by content hash
               under _build/docs/exec/, so a warm build executes nothing. Reports are shown as the pipeline left them.
   2. process  nbdev's own processors (`nbdev.serve.proc_nbs`, what `nbdev_docs` runs before Quarto): hidden cells
-              dropped, export cells replaced by their show_doc signatures, doc links added.
+              dropped, export cells replaced by their show_doc signatures, doc links added. Only the cells show_doc
+              needs run again (exports, imports alone): examples and tests keep the outputs of step 1.
   3. convert  Quarto-flavoured processed notebooks -> plain notebooks for myst-nb: front matter -> title and
               <meta name=description>, `#|` directives -> hidden input/output, show_doc output -> page markdown,
               nbdev doc links -> relative links.
@@ -57,10 +58,39 @@ from docs_exec import (execute_notebook, execute_tutorial, executed, _digest, _l
                        _eval_false)
 
 # ---- 3. nbdev's processing ---------------------------------------------------------------------------------------
-def _sync(src:Path, dest:Path):
-    "Copy only when the content differs (nbdev's processing cache goes by modification time)."
-    if dest.exists() and dest.read_bytes() == src.read_bytes(): return
-    dest.parent.mkdir(parents=True, exist_ok=True); shutil.copyfile(src, dest)
+def _sync(src:Path, dest:Path, content:bytes|None=None):
+    "Write `content` (default: src's) only when it differs (nbdev's processing cache goes by modification time)."
+    data = src.read_bytes() if content is None else content
+    if dest.exists() and dest.read_bytes() == data: return
+    dest.parent.mkdir(parents=True, exist_ok=True); dest.write_bytes(data)
+
+SHOW_DOC_DIRECTIVES = {'export', 'exports', 'exporti', 'exec_doc'}   # cells nbdev's processing runs for show_doc
+
+def _rerun_only_for_imports(source:str) -> bool:
+    """Whether nbdev's docs processing would run this code cell again only because it imports something: an example or
+    test cell (imports and other statements), not an export, `exec_doc` or show_doc cell nor a cell of imports alone."""
+    import ast
+    lines = source.splitlines()
+    dirs = {m[1] for m in map(_re_directive.match, lines) if m}
+    if dirs & (SHOW_DOC_DIRECTIVES | {'eval'}): return False
+    code = '\n'.join(l for l in lines if not _re_directive.match(l) and not l.lstrip().startswith(('%', '!')))
+    try: tree = ast.parse(code)
+    except SyntaxError: return False
+    if not any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in ast.walk(tree)): return False
+    if any(isinstance(t, ast.Expr) and isinstance(t.value, ast.Call) and getattr(t.value.func, 'id', '') == 'show_doc'
+           for t in tree.body): return False
+    return not all(isinstance(t, (ast.Import, ast.ImportFrom)) for t in tree.body)
+
+def _no_rerun(nb_bytes:bytes) -> bytes:
+    """An executed library notebook with `#| eval: false` on the cells that nbdev's `exec_show_docs` would otherwise run
+    again (it runs every cell that imports something): their outputs are already in the copy, and running them again
+    cost most of the processing step (examples and tests, a Ray runtime, MLflow stores). Signatures are unchanged: they
+    come from the export cells, which still run."""
+    nb = json.loads(nb_bytes)
+    for c in nb['cells']:
+        if c['cell_type'] == 'code' and _rerun_only_for_imports(''.join(c['source'])):
+            c['source'] = ['#| eval: false\n'] + (c['source'] if isinstance(c['source'], list) else [c['source']])
+    return json.dumps(nb, indent=1, ensure_ascii=False).encode()
 
 def process(shown:dict, files:dict, root:Path, stage:Path, workers:int) -> dict:
     "Run nbdev's docs processors on staged copies; returns source -> processed notebook."
@@ -68,7 +98,9 @@ def process(shown:dict, files:dict, root:Path, stage:Path, workers:int) -> dict:
     for src in files['home'] + files['reference']: rel[src] = Path(src.name)
     for src in files['tutorials']: rel[src] = Path('tutorials')/src.name
     for src in files['reports']: rel[src] = Path('reports')/src.name
-    for src, r in rel.items(): _sync(shown[src], stage/r)
+    for src, r in rel.items():
+        lib = src in files['home'] or src in files['reference']
+        _sync(shown[src], stage/r, _no_rerun(shown[src].read_bytes()) if lib else None)
     from nbdev.serve import proc_nbs
     os.environ.setdefault('PYTHONWARNINGS', 'ignore:Found cells containing imports')   # nbdev's style hint, once per cell
     cwd = os.getcwd(); os.chdir(root)
