@@ -325,8 +325,10 @@ def start_pool(folder:str|Path, # the pool folder
     fd = os.open(folder/PIDFILE, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)   # one starter per pool
     code = f"import sys; from mlops_workbench.kernels import serve; sys.exit(serve({str(folder)!r}, {int(owner)}, {tuple(modules)!r}))"
     with open(folder/LOG, 'ab') as log:
-        p = subprocess.Popen([*python, '-c', code], cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=log,
-                             stderr=subprocess.STDOUT, start_new_session=True)
+        # env: Python's view of the environment, which kernels are launched with; the process's own can differ
+        # (readline sets COLUMNS and LINES in it, under pytest or IPython), and the pool would refuse every kernel
+        p = subprocess.Popen([*python, '-c', code], cwd=str(cwd), env=dict(os.environ), stdin=subprocess.DEVNULL,
+                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     os.write(fd, str(p.pid).encode())
     os.close(fd)
     return p.pid

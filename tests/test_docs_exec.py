@@ -52,3 +52,16 @@ def test_a_library_notebook_stops_its_kernel_and_leaves_no_connection_file(tmp_p
     pid, conn = ''.join(text).split()
     assert gone(int(pid)), 'the kernel outlived its notebook'
     assert not Path(conn).exists(), f'{conn}: the connection file (with its key) was left behind'
+
+def test_library_notebooks_run_on_forks_of_one_pool_that_ends_with_the_build(tmp_path):
+    "The build's library notebooks share a kernel pool (`library_pool`): each kernel a fork of its server, which had imported torch."
+    code = "import os, sys\nprint(os.getpid(), os.getppid(), 'torch' in sys.modules)"
+    with docs_exec.library_pool(REPO, 2) as pool:
+        server = int((pool/'server.pid').read_text())
+        seen = []
+        for name in ('a', 'b'):
+            out = docs_exec.execute_notebook(notebook(tmp_path/f'{name}.ipynb', code), tmp_path/'out'/f'{name}.ipynb', 120, pool)
+            seen.append(''.join(json.loads(out.read_text())['cells'][0]['outputs'][0]['text']).split())
+    assert [s[1:] for s in seen] == [[str(server), 'True']] * 2, seen   # forks of the server: torch already imported
+    assert all(gone(int(s[0])) for s in seen) and gone(server) and not pool.exists()   # kernels, then the pool, ended
+    with docs_exec.library_pool(REPO, 1) as one: assert one is None   # one notebook: a cold kernel costs less

@@ -4,8 +4,12 @@ Library notebooks (and nbs/index.ipynb) run on the project kernel in nbs/, as nb
 papermill in a scratch copy of the repo. An executed copy is stored under `<cache>/<name>.<key>.ipynb`, where the key
 hashes the notebook and what it runs (library sources; for tutorials also params.yaml, dvc.yaml and the stage
 notebooks) by path *relative to the repo* and content: a scratch copy of the repo finds the executions of the
-checkout (`make test-nbs` fills the cache that `make docs` and the docs tests read)."""
-import concurrent.futures as cf, hashlib, re, subprocess, sys, tempfile, time
+checkout (`make test-nbs` fills the cache that `make docs` and the docs tests read).
+
+The library notebooks of one build run on forks of one kernel pool (`mlops_workbench.kernels`, what `mlwb run` gives
+its stages): its server imports torch, MLflow, Ray, ... once, where a cold kernel per notebook imported them again
+(`MLWB_KERNEL_POOL=0`: cold kernels)."""
+import concurrent.futures as cf, contextlib, hashlib, os, re, subprocess, sys, tempfile, time
 from pathlib import Path
 from testkit import clean_env, copy_repo
 
@@ -35,9 +39,26 @@ def _eval_false(cell) -> bool:
         if m[1] == 'eval' and m[2].lower() == 'false': return True
     return False
 
+@contextlib.contextmanager
+def library_pool(root:Path, # the repo whose notebooks run (the server starts there)
+                 n:int, # how many notebooks will ask: a pool for fewer than 2 costs more than it saves
+                ):
+    "A kernel pool for the library notebooks run inside (yields its folder; None: cold kernels)."
+    if n < 2 or os.environ.get('MLWB_KERNEL_POOL') == '0':
+        yield None
+        return
+    from mlops_workbench.kernels import start_pool, stop_pool, interpreter
+    from mlops_workbench.stages import kernel_specs
+    folder = Path(tempfile.mkdtemp(prefix=f'mlwb-pool-{os.getpid()}-'))   # the server ends with this process
+    try:
+        start_pool(folder, os.getpid(), root, interpreter(kernel_specs().get_kernel_spec(KERNEL).argv))
+        yield folder
+    finally: stop_pool(folder)
+
 def execute_notebook(src:Path, # a library notebook (or index.ipynb)
                      dest:Path, # where the executed copy goes
-                     timeout:int=600):
+                     timeout:int=600,
+                     pool:Path|None=None): # a kernel pool's folder (`library_pool`): the kernel is a fork of it
     "Run `src` on the project kernel with its folder as working directory, skipping `#| eval: false` cells."
     import nbformat
     from nbclient import NotebookClient
@@ -47,6 +68,9 @@ def execute_notebook(src:Path, # a library notebook (or index.ipynb)
     from mlops_workbench.stages import kernel_manager
     with tempfile.TemporaryDirectory(prefix='mlwb-docs-') as d:   # the stage runner's kernel: IPC sockets and its key in `d`
         km = kernel_manager(KERNEL, d)
+        if pool is not None:
+            from mlops_workbench.kernels import pooled_provisioner
+            pooled_provisioner(km, pool)   # a cold kernel where the pool cannot serve (it says why on stderr)
         client = NotebookClient(nb, km=km, timeout=timeout, kernel_name=KERNEL, resources={'metadata': {'path': str(src.parent)}})
         client.execute(cleanup_kc=True)   # a client given its km leaves the kernel running unless told (nbclient)
     for i in skipped: c = nb.cells[i]; c.cell_type = 'code'; c.outputs = []; c.execution_count = None
@@ -99,31 +123,32 @@ def _run_tutorial_in_copy(src:Path, dest:Path, root:Path) -> Path:
 def executed(files:dict, root:Path, cache:Path, tutorials:str, executed_dir:Path|None, workers:int) -> dict:
     "Map each notebook to the copy the site shows: executed (from the cache or run now), else the source itself."
     jobs, out = {}, {}
-    for src in files['home'] + files['reference']:
-        key = _digest(root, src, *_lib_sources(root)); dest = cache/f'{src.stem}.{key}.ipynb'
-        out[src] = dest
-        if not dest.exists(): jobs[src] = (execute_notebook, src, dest)
-    for src in files['tutorials']:
-        if executed_dir and (executed_dir/src.name).exists(): out[src] = executed_dir/src.name; continue
-        if tutorials == 'skip': out[src] = src; continue
-        key = _digest(root, src, *_pipeline_sources(root)); dest = cache/'tutorials'/f'{src.stem}.{key}.ipynb'
-        out[src] = dest
-        if not dest.exists(): jobs[src] = (_run_tutorial_in_copy, src, dest, root)
-    ready = len(out) - len(jobs)
-    log(f"1/4 execute: {len(jobs)} notebook(s) to run, {workers} at a time"
-        + (f"; {ready} ready (cached or given)" if ready else ''))
-    if jobs:
-        t0 = time.monotonic()
-        with cf.ProcessPoolExecutor(max_workers=workers) as ex:
-            futs = {ex.submit(_timed, *job): src for src, job in jobs.items()}
-            failed = []
-            for i, f in enumerate(cf.as_completed(futs), 1):
-                try: secs = f.result()
-                except Exception as e:   # every notebook runs; the failures are named together at the end
-                    failed.append(f"{futs[f].relative_to(root)}: {str(e).strip()[-1500:]}")
-                    log(f"  [{i}/{len(jobs)}] FAILED {futs[f].relative_to(root)}"); continue
-                log(f"  [{i}/{len(jobs)}] executed {futs[f].relative_to(root)} in {secs:.0f} s ({time.monotonic() - t0:.0f} s so far)")
-            if failed: raise RuntimeError(f"{len(failed)} notebook(s) failed:\n" + '\n'.join(failed))
+    lib = {src: cache/f'{src.stem}.{_digest(root, src, *_lib_sources(root))}.ipynb' for src in files['home'] + files['reference']}
+    with library_pool(root, sum(not d.exists() for d in lib.values())) as pool:
+        for src, dest in lib.items():
+            out[src] = dest
+            if not dest.exists(): jobs[src] = (execute_notebook, src, dest, 600, pool)
+        for src in files['tutorials']:
+            if executed_dir and (executed_dir/src.name).exists(): out[src] = executed_dir/src.name; continue
+            if tutorials == 'skip': out[src] = src; continue
+            key = _digest(root, src, *_pipeline_sources(root)); dest = cache/'tutorials'/f'{src.stem}.{key}.ipynb'
+            out[src] = dest
+            if not dest.exists(): jobs[src] = (_run_tutorial_in_copy, src, dest, root)
+        ready = len(out) - len(jobs)
+        log(f"1/4 execute: {len(jobs)} notebook(s) to run, {workers} at a time"
+            + (f"; {ready} ready (cached or given)" if ready else '') + ('; library notebooks on a kernel pool' if pool else ''))
+        if jobs:
+            t0 = time.monotonic()
+            with cf.ProcessPoolExecutor(max_workers=workers) as ex:
+                futs = {ex.submit(_timed, *job): src for src, job in jobs.items()}
+                failed = []
+                for i, f in enumerate(cf.as_completed(futs), 1):
+                    try: secs = f.result()
+                    except Exception as e:   # every notebook runs; the failures are named together at the end
+                        failed.append(f"{futs[f].relative_to(root)}: {str(e).strip()[-1500:]}")
+                        log(f"  [{i}/{len(jobs)}] FAILED {futs[f].relative_to(root)}"); continue
+                    log(f"  [{i}/{len(jobs)}] executed {futs[f].relative_to(root)} in {secs:.0f} s ({time.monotonic() - t0:.0f} s so far)")
+                if failed: raise RuntimeError(f"{len(failed)} notebook(s) failed:\n" + '\n'.join(failed))
     for src in files['reports']: out[src] = src
     return out
 
