@@ -12,8 +12,9 @@ scenarios that each retrained a copy of their own):
 Real papermill stages, DVC, MLflow (SQLite) and Milvus Lite."""
 import json, os, signal, subprocess, time
 import psutil, pytest
-from conftest import sh, set_params, clean_env, roles, workbench
+from conftest import sh, set_params, clean_env, workbench
 from test_pipeline import mlflow_state, milvus_count
+from test_package_lineage import version_commits
 from test_stage_faults import tmp_files
 import testkit
 
@@ -28,17 +29,13 @@ def volatile_free(d: dict) -> dict:
 def metrics(root) -> dict:
     return {s: json.loads((root/'metrics'/f'{s}.json').read_text()) for s in METRICS}
 
-def version_commits(root) -> dict:
-    "Registered version -> its `mlwb.git_commit` tag."
-    return {v['version']: v['tags'].get('mlwb.git_commit') for v in mlflow_state(root)['versions']}
-
 def registry(root) -> dict:
     "Roles, the audit log's length, models/model.json and the reuse tag of its train run, read in this process."
     from mlops_workbench.config import read_json
     from mlops_workbench.tracking import get_client
     from mlops_workbench import registry as R
     cfg = workbench(root); info = read_json(cfg.path('models', 'model.json'))
-    return dict(roles=roles(root), audit=len(R.read_audit(R.audit_path(cfg))), info=info,
+    return dict(roles=R.aliases(cfg), audit=len(R.read_audit(R.audit_path(cfg))), info=info,
                 reuses=get_client(cfg).get_run(info['train_run_id']).data.tags.get('mlwb.reuses_version'))
 
 def kill_mid_training(root) -> dict:

@@ -15,7 +15,7 @@ Steps:
               nbdev doc links -> relative links.
   4. render   Sphinx + myst-nb (no execution) with the furo theme: static HTML, offline search, no CDN.
 Quarto users still have `nbdev_docs` (nbs/_quarto.yml, nbs/sidebar.yml)."""
-import argparse, concurrent.futures as cf, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
+import argparse, ast, concurrent.futures as cf, hashlib, json, os, re, shutil, subprocess, sys, tempfile, time
 from configparser import ConfigParser
 from pathlib import Path
 
@@ -69,7 +69,6 @@ SHOW_DOC_DIRECTIVES = {'export', 'exports', 'exporti', 'exec_doc'}   # cells nbd
 def _rerun_only_for_imports(source:str) -> bool:
     """Whether nbdev's docs processing would run this code cell again only because it imports something: an example or
     test cell (imports and other statements), not an export, `exec_doc` or show_doc cell nor a cell of imports alone."""
-    import ast
     lines = source.splitlines()
     dirs = {m[1] for m in map(_re_directive.match, lines) if m}
     if dirs & (SHOW_DOC_DIRECTIVES | {'eval'}): return False
