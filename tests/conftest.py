@@ -5,7 +5,7 @@ import pytest, yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO/'tools'))
-import testkit, build_docs   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
+import testkit, build_docs, cmdpool   # scratch copies of the repo (tracked files, no results), the environment of a user who set nothing
 BIN = Path(sys.executable).parent
 # small, fast params for the pipeline tests (the shape of the default pipeline, fewer epochs and units)
 SMALL = {"train": {"epochs": 3, "hidden": [32], "lr": 0.01},
@@ -15,9 +15,17 @@ def clean_env(**extra) -> dict:
     "The environment of a user who set nothing: embedded backends, this venv first on PATH."
     return testkit.clean_env(**{'PYTHONUNBUFFERED': '1', **extra})
 
-def sh(cmd, cwd, check=True, timeout=900, **kw) -> subprocess.CompletedProcess:
-    "Run a command (list or shell string) in `cwd`; on failure show its output."
-    r = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), capture_output=True, text=True, env=kw.pop('env', clean_env()), timeout=timeout, **kw)
+# `sh` forks `python -c`, `python script.py` and `mlwb` commands from this process's command pool (tools/cmdpool.py),
+# which has imported torch, MLflow, pandas, ... once; MLWB_CMD_POOL=0 starts every command fresh
+CMD_POOL = os.environ.get('MLWB_CMD_POOL') != '0'
+
+def sh(cmd, cwd, check=True, timeout=900, fresh=False, **kw) -> subprocess.CompletedProcess:
+    """Run a command (list or shell string) in `cwd`; on failure show its output. `fresh`: in a fresh interpreter (to see
+    what it imports, or an import's warnings), where a forked one from the command pool would do otherwise."""
+    env = kw.pop('env') if 'env' in kw else clean_env()
+    r = None if fresh or kw or not CMD_POOL or isinstance(cmd, str) else cmdpool.run(cmd, cwd, env, timeout, clean_env())
+    if r is None:
+        r = subprocess.run(cmd, cwd=cwd, shell=isinstance(cmd, str), capture_output=True, text=True, env=env, timeout=timeout, **kw)
     if check and r.returncode != 0:
         raise AssertionError(f"{cmd} exited {r.returncode}\n--- stdout\n{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}")
     return r
@@ -231,6 +239,8 @@ def orphan_pools() -> list:
 def pytest_sessionfinish(session, exitstatus):
     "No kernel pool or shared Ray runtime may outlive its run (each stops within a second of it): fail the session if one does."
     import time
+    if cmdpool.FRESH: print(f"\n{cmdpool.summary()}")
+    cmdpool.stop()
     t0 = time.time()
     while (left := orphan_pools()) and time.time() - t0 < 10: time.sleep(0.2)
     if left:
@@ -255,7 +265,8 @@ def roles(root) -> dict:
     return aliases(workbench(root))
 
 def py(code: str, cwd, check=True, **kw):
-    "Run python code in a fresh interpreter of this venv (the tests never open Milvus Lite themselves: one process per directory)."
+    """Run python code in an interpreter of this venv of its own (the tests never open Milvus Lite themselves: one process
+    per directory), forked from the command pool unless `fresh=True` (see `sh`)."""
     return sh([sys.executable, '-c', code], cwd, check=check, **kw)
 
 CHROME_FLAGS = ('--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--window-size=1280,1000')

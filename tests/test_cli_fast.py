@@ -9,7 +9,7 @@ def test_help_builds_the_parser_without_heavy_imports(tmp_path):
     code = ("import sys\nfrom mlops_workbench.cli import build_parser\np = build_parser()\n"
             "helps = [a.choices[c].format_help() for a in p._subparsers._group_actions for c in a.choices]\n"
             f"print(len(helps), [m for m in {SLOW!r} if m in sys.modules])")
-    n, heavy = py(code, tmp_path).stdout.strip().split(' ', 1)
+    n, heavy = py(code, tmp_path, fresh=True).stdout.strip().split(' ', 1)
     assert int(n) > 10 and heavy == '[]', heavy
 
 def test_a_missing_extra_is_one_line_naming_it(monkeypatch, capsys):

@@ -220,7 +220,7 @@ def test_agent_module_imports_nothing_heavy(tmp_path):
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'ray', 'pymilvus', 'pandas', 'onnx', "
             "'onnxruntime', 'cryptography', 'scipy', 'sklearn', 'yaml'})); import mlops_workbench.export; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'mlflow', 'onnx', 'onnxruntime', 'cryptography'}))")
-    lines = py(code, tmp_path).stdout.split('\n')
+    lines = py(code, tmp_path, fresh=True).stdout.split('\n')
     assert lines[:3] == ["['mlops_workbench', 'mlops_workbench.edge']", '[]', '[]'], lines
     assert list(tmp_path.iterdir()) == []
 

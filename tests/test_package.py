@@ -12,7 +12,7 @@ def test_import_is_light_and_does_nothing(tmp_path):
             "mlops_workbench.cli, mlops_workbench.registry, mlops_workbench.gate, mlops_workbench.cards, mlops_workbench.batches, "
             "mlops_workbench.monitor, mlops_workbench.loop, mlops_workbench.checks, mlops_workbench.drift; "
             f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    assert py(code, tmp_path).stdout.strip() == '[]'
+    assert py(code, tmp_path, fresh=True).stdout.strip() == '[]'
     assert list(tmp_path.iterdir()) == []     # no folder, file or store created at import
 
 def stage_notebooks():

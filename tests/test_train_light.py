@@ -7,4 +7,4 @@ def test_seed_everything_is_deterministic_and_light(tmp_path):
             "a = torch.rand(3).tolist()\nseed_everything(0)\n"
             "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),"
             " 'torch._inductor' in sys.modules, a == torch.rand(3).tolist())")
-    assert py(code, tmp_path).stdout.split() == ['True', 'True', 'False', 'True']
+    assert py(code, tmp_path, fresh=True).stdout.split() == ['True', 'True', 'False', 'True']
