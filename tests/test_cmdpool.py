@@ -82,3 +82,13 @@ def test_what_it_cannot_serve_starts_fresh(folder):
     env = {k: v for k, v in clean_env(MLWB_X='1', MLFLOW_TRACKING_URI='http://127.0.0.1:1').items() if not k.startswith('KMP_')}
     r = cmdpool.run([sys.executable, '-c', code], folder, env, 60)   # KMP_*: as after scikit-learn's import
     assert r is not None and r.stdout == '1 http://127.0.0.1:1 FALSE\n', cmdpool.summary()
+
+def test_pythonpath_before_the_site_packages_unless_it_shadows_a_preloaded_module(folder, tmp_path_factory):
+    extra = tmp_path_factory.mktemp('extra')
+    (extra/'probe_mod.py').write_text('NAME = "extra"')
+    code = 'import sys, probe_mod, yaml; print(probe_mod.NAME, sys.path[1], yaml.__file__)'
+    forked, fresh = both([sys.executable, '-c', code], folder, clean_env(PYTHONPATH=str(extra)))
+    assert forked.stdout == fresh.stdout and forked.stdout.startswith(f'extra {extra} '), (forked, fresh)
+    (extra/'yaml.py').write_text('')   # a fresh interpreter would import this `yaml`: the server has imported another
+    assert cmdpool.run([sys.executable, '-c', code], folder, clean_env(PYTHONPATH=str(extra)), 60) is None
+    assert 'refused: environment differs in PYTHONPATH' in cmdpool.summary()

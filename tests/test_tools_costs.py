@@ -14,6 +14,8 @@ def test_kinds_of_processes():
     assert k('/v/bin/python /v/bin/dvc repro train') == 'dvc repro'
     assert k('/v/bin/python -m pip install -q x') == 'pip'
     assert k('/v/bin/python -c \nimport json') == 'python -c (a helper interpreter)'
+    assert k("/v/bin/python -c import sys; path = list(sys.path); sys.path.insert(0, '/r/tools'); import cmdpool; "
+             "sys.exit(cmdpool.serve('/tmp/p', 1, path))") == "tests' command pool (server and forked commands)"
     assert k('git rev-parse HEAD') == 'git'
 
 def test_report_sums_per_kind_and_shows_what_was_not_sampled():

@@ -39,12 +39,28 @@ def target(argv:list, cwd:str|Path, env:dict) -> tuple|None: # ('c', code, args)
 
 LATE = re.compile(r'^PYTEST_|^MLFLOW_TRACKING_(URI|USERNAME|PASSWORD|TOKEN)$|^_MLFLOW_TELEMETRY_SESSION_ID$')   # read when used
 
+def extra_path(base:dict, env:dict) -> list|None:
+    """The `PYTHONPATH` entries a command puts before the site packages; None where a fork cannot (the server has one of
+    its own, or an entry holds a module of the name of one the server has imported: a fresh interpreter would take that)."""
+    if env.get('PYTHONPATH', '') == base.get('PYTHONPATH', ''): return []
+    if base.get('PYTHONPATH'): return None
+    entries = [e for e in env['PYTHONPATH'].split(os.pathsep) if e]
+    if not all(map(os.path.isabs, entries)): return None   # relative to a folder the server is not in
+    loaded = {m.split('.')[0] for m in sys.modules} - {'__main__', 'mlops_workbench', 'cmdpool'}
+    for e in entries:
+        try: names = {n.split('.')[0] for n in os.listdir(e)}
+        except OSError: continue
+        if names & loaded: return None
+    return entries
+
 def env_differs(base:dict, # the server's environment after its imports
                 env:dict, # a command's
                 added:dict, # what the imports set (a fresh interpreter's imports set them too)
                ) -> list: # the names whose difference would show in a forked command, sorted
-    "Variables whose difference would show in a forked command (`kernels.env_mismatch` less `LATE` and `added`)."
-    return [k for k in env_mismatch(base, env) if not LATE.match(k) and not (k in added and env.get(k, added[k]) == added[k])]
+    """Variables whose difference would show in a forked command (`kernels.env_mismatch` less `LATE`, `added`, and a
+    `PYTHONPATH` that `extra_path` can emulate)."""
+    return [k for k in env_mismatch(base, env) if not LATE.match(k) and not (k in added and env.get(k, added[k]) == added[k])
+            and not (k == 'PYTHONPATH' and extra_path(base, env) is not None)]
 
 def _exit_status(e:SystemExit) -> int:
     "The exit status an interpreter gives for an uncaught SystemExit (a message goes to stderr, status 1)."
@@ -52,7 +68,7 @@ def _exit_status(e:SystemExit) -> int:
     print(e.code, file=sys.stderr)
     return 1
 
-def _become_command(req:dict, fds:list, others:list, path:list, added:dict):
+def _become_command(req:dict, fds:list, others:list, path:list, base:dict, added:dict):
     "In the forked child: run the command `req` describes, with stdout and stderr on `fds`; never returns."
     code = 1
     try:
@@ -67,6 +83,7 @@ def _become_command(req:dict, fds:list, others:list, path:list, added:dict):
         os.chdir(req['cwd'])
         os.environ.clear()
         os.environ.update({**added, **req['env']})   # as after the same imports in a fresh interpreter
+        extra = extra_path(base, req['env'])
         kind, what, args = target(req['argv'], req['cwd'], req['env'])
         sys.orig_argv = list(map(str, req['argv']))
         for m in [m for m in sys.modules if m.split('.')[0] in ('mlops_workbench', 'cmdpool')]:
@@ -76,14 +93,14 @@ def _become_command(req:dict, fds:list, others:list, path:list, added:dict):
         if 'numpy' in sys.modules: sys.modules['numpy'].random.seed()   # its own entropy, as a fresh import seeds it
         if kind == 'c':
             import builtins, types
-            sys.argv, sys.path[:] = ['-c', *args], ['', *path[1:]]
+            sys.argv, sys.path[:] = ['-c', *args], ['', *extra, *path[1:]]
             main = types.ModuleType('__main__')
             main.__builtins__ = builtins
             sys.modules['__main__'] = main
             exec(compile(what, '<string>', 'exec'), main.__dict__)
         else:
             import runpy
-            sys.argv, sys.path[:] = [what, *args], [os.path.dirname(what), *path[1:]]
+            sys.argv, sys.path[:] = [what, *args], [os.path.dirname(what), *extra, *path[1:]]
             runpy.run_path(what, run_name='__main__')
         code = 0
     except SystemExit as e: code = _exit_status(e)
@@ -120,7 +137,7 @@ def _fork_command(listener, envs:tuple, path:list, children:dict, watched:dict, 
             return
         for f in (sys.stdout, sys.stderr): f.flush()
         pid = os.fork()
-        if pid == 0: _become_command(req, fds, [*own, *children.values()], path, envs[1])
+        if pid == 0: _become_command(req, fds, [*own, *children.values()], path, *envs)
         children[pid], watched[conn] = conn, pid
         _send(conn, {'pid': pid})
     except (OSError, ValueError) as e:

@@ -14,6 +14,7 @@ HZ = os.sysconf('SC_CLK_TCK')
 KINDS = (   # (kind, pattern on the command line): the first that matches names a process
     ('papermill kernel, cold', r'ipykernel_launcher'),
     ('papermill kernel, pool (server and forks)', r'kernels import serve|import serve; '),
+    ("tests' command pool (server and forked commands)", r'import cmdpool; '),
     ("run's shared Ray runtime (server)", r'serve_runtime'),
     ('Ray worker', r'^ray::|ray/_private/workers/(default|setup)_worker\.py'),
     ('Ray GCS', r'gcs_server'),
