@@ -86,9 +86,14 @@ def test_what_it_cannot_serve_starts_fresh(folder):
 def test_pythonpath_before_the_site_packages_unless_it_shadows_a_preloaded_module(folder, tmp_path_factory):
     extra = tmp_path_factory.mktemp('extra')
     (extra/'probe_mod.py').write_text('NAME = "extra"')
+    (extra/'mlflow.db').write_text('')   # as in a repo copy: files and plain folders named like preloaded modules
+    (extra/'torch').mkdir()              # are no modules
     code = 'import sys, probe_mod, yaml; print(probe_mod.NAME, sys.path[1], yaml.__file__)'
     forked, fresh = both([sys.executable, '-c', code], folder, clean_env(PYTHONPATH=str(extra)))
     assert forked.stdout == fresh.stdout and forked.stdout.startswith(f'extra {extra} '), (forked, fresh)
-    (extra/'yaml.py').write_text('')   # a fresh interpreter would import this `yaml`: the server has imported another
-    assert cmdpool.run([sys.executable, '-c', code], folder, clean_env(PYTHONPATH=str(extra)), 60) is None
-    assert 'refused: environment differs in PYTHONPATH' in cmdpool.summary()
+    for shadow in ('yaml.py', 'torch/__init__.py'):   # a fresh interpreter would import these: the server has others
+        (extra/shadow).write_text('')
+        n = cmdpool.FRESH.get('refused: environment differs in PYTHONPATH', 0)
+        assert cmdpool.run([sys.executable, '-c', code], folder, clean_env(PYTHONPATH=str(extra)), 60) is None
+        assert cmdpool.FRESH['refused: environment differs in PYTHONPATH'] == n + 1
+        (extra/shadow).unlink()

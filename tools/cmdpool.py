@@ -47,11 +47,16 @@ def extra_path(base:dict, env:dict) -> list|None:
     entries = [e for e in env['PYTHONPATH'].split(os.pathsep) if e]
     if not all(map(os.path.isabs, entries)): return None   # relative to a folder the server is not in
     loaded = {m.split('.')[0] for m in sys.modules} - {'__main__', 'mlops_workbench', 'cmdpool'}
-    for e in entries:
-        try: names = {n.split('.')[0] for n in os.listdir(e)}
-        except OSError: continue
-        if names & loaded: return None
-    return entries
+    return None if any(modules_in(e) & loaded for e in entries) else entries
+
+def modules_in(folder:str) -> set:
+    "The top-level modules and packages that `folder` on `sys.path` offers (a plain folder or `mlflow.db` is none)."
+    import importlib.machinery as m
+    suffixes = (*m.SOURCE_SUFFIXES, *m.BYTECODE_SUFFIXES, *m.EXTENSION_SUFFIXES)
+    try: names = os.listdir(folder)
+    except OSError: return set()
+    found = {n.split('.')[0] for n in names if n.endswith(suffixes)}
+    return found | {n for n in names if any(os.path.isfile(os.path.join(folder, n, f'__init__{x}')) for x in suffixes)}
 
 def env_differs(base:dict, # the server's environment after its imports
                 env:dict, # a command's
