@@ -177,8 +177,11 @@ def serve(folder:str|Path, owner:int, path:list) -> int:
             for r in select.select([listener, wake_r, *watched], [], [], 0.5)[0]:
                 if r is listener: _fork_command(listener, (base, added), path, children, watched, [listener, wake_r, wake_w])
                 elif r == wake_r: os.read(wake_r, 4096)
-                elif not r.recv(4096):   # the caller went away: its command goes with it
-                    with contextlib.suppress(OSError): os.killpg(watched.pop(r), signal.SIGKILL)
+                else:
+                    try: data = r.recv(4096)
+                    except OSError: data = b''
+                    if not data:   # the caller went away: its command goes with it
+                        with contextlib.suppress(OSError): os.killpg(watched.pop(r), signal.SIGKILL)
             _reap(children, watched)
     finally:
         for pid in children:
@@ -187,6 +190,7 @@ def serve(folder:str|Path, owner:int, path:list) -> int:
         while children and time.monotonic() < deadline:
             _reap(children, watched)
             time.sleep(0.02)
+        if not alive(owner): shutil.rmtree(folder, ignore_errors=True)   # nobody is left to remove it
     return 0
 
 _POOL = {}   # this process's server: folder, pid, base environment
