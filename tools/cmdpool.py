@@ -193,7 +193,7 @@ def serve(folder:str|Path, owner:int, path:list) -> int:
         if not alive(owner): shutil.rmtree(folder, ignore_errors=True)   # nobody is left to remove it
     return 0
 
-_POOL = {}   # this process's server: folder, pid, base environment
+_POOL = {}   # this process's server: its folder, pid and process
 WAIT = 60    # seconds a command waits for the server to be ready (it imports for ~5 s here) before it starts fresh
 FRESH = {}   # why commands that `run` was asked for started fresh: reason -> count (`summary`)
 
@@ -206,7 +206,7 @@ def start(env:dict) -> Path:
         p = subprocess.Popen([sys.executable, '-c', code], cwd=str(folder), env=dict(env), stdin=subprocess.DEVNULL,
                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     (folder/PIDFILE).write_text(str(p.pid))
-    _POOL.update(folder=folder, pid=p.pid, env=dict(env), proc=p)
+    _POOL.update(folder=folder, pid=p.pid, proc=p)
     return folder
 
 def summary() -> str:
@@ -270,7 +270,7 @@ def run(argv:list, # the command
     if started is None: return None
     _fresh('forked')
     pid, s, r_out, r_err = started
-    out, sel, status, buf = {r_out: b'', r_err: b''}, selectors.DefaultSelector(), None, b''
+    out, sel, buf = {r_out: b'', r_err: b''}, selectors.DefaultSelector(), b''
     for fd in (r_out, r_err, s): sel.register(fd, selectors.EVENT_READ)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
