@@ -30,6 +30,16 @@ def test_the_shards_split_the_suite_without_overlap():
 def test_combined_status(codes, status):
     assert pytest_shards.combined_status(codes) == status
 
+def test_failed_tests_are_named_again_at_the_end():
+    log = ("tests/test_a.py::test_x FAILED\nFAILED is a word\n=== short test summary info ===\n"
+           "FAILED tests/test_a.py::test_x - AssertionError: 4 raylets\nERROR tests/test_b.py::test_y - OSError\n"
+           "=== 1 failed, 1 error, 9 passed in 3.0s ===\n")
+    assert pytest_shards.failures(log) == ['FAILED tests/test_a.py::test_x - AssertionError: 4 raylets',
+                                           'ERROR tests/test_b.py::test_y - OSError']
+    many = '=== short test summary info ===\n' + ''.join(f'FAILED tests/t.py::test_{i}\n' for i in range(25))
+    assert pytest_shards.failures(many)[-1] == '... and 5 more' and len(pytest_shards.failures(many)) == 21
+    assert pytest_shards.failures('=== 9 passed in 3.0s ===') == []
+
 def test_extra_arguments_reach_both_shards():
     args, extra = pytest_shards.parse_args(['-v', '--durations=0', '--bound', '5', '-k', 'x'])
     assert args.bound == 5 and extra == ['-v', '--durations=0', '-k', 'x']

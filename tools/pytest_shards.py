@@ -51,6 +51,12 @@ def combined_status(codes:dict) -> int:
     if not ran: return 5
     return next((c for c in ran.values() if c != 0), 0)
 
+def failures(log:str, limit:int=20) -> list:
+    "The FAILED/ERROR lines of a pytest log's short summary (`-ra`), at most `limit` of them, the count of the rest last."
+    summary = log.split('short test summary info')[-1] if 'short test summary info' in log else ''
+    lines = [l.strip() for l in summary.splitlines() if l.startswith(('FAILED ', 'ERROR '))]
+    return lines[:limit] + ([f"... and {len(lines) - limit} more"] if len(lines) > limit else [])
+
 def _pump(name:str, proc, log, width:int):
     for line in proc.stdout:
         log.write(line); log.flush()
@@ -95,9 +101,11 @@ def run(extra:list, bound_min:float=85, logs:Path=REPO/'_build'/'test-logs', ser
     shutil.rmtree(share, ignore_errors=True)
     codes = {n: p.poll() if p.poll() is not None else -9 for n, p in procs.items()}
     took = time.monotonic() - t0
-    for name in cmds:   # each shard's summary line again, together at the end
-        tail = [l for l in (logs/f'{name}.log').read_text().splitlines() if l.strip()]
+    for name in cmds:   # each shard's summary line and failed tests again, together at the end (CI shows the tail)
+        text = (logs/f'{name}.log').read_text()
+        tail = [l for l in text.splitlines() if l.strip()]
         print(f"pytest_shards: {name}: exit {codes[name]}: {tail[-1].strip('= ') if tail else 'no output'}")
+        for line in failures(text): print(f"pytest_shards: {name}:   {line}")
     status = combined_status(codes)
     busy = machine_cpu() - c0   # every process's CPU, daemons (Ray, servers) included, which `time make` does not count
     print(f"pytest_shards: {'passed' if status == 0 else 'FAILED'} in {took / 60:.1f} min (exit {status}); the machine "
