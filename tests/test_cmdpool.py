@@ -60,14 +60,16 @@ def test_errors_signals_and_the_console_script(folder):
 def test_a_timeout_kills_the_command_and_what_it_started(folder):
     code = ("import subprocess, sys, time\n"
             "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
-            "open('child.pid', 'w').write(str(p.pid)); time.sleep(60)")
+            "import psutil; open('child.pid', 'w').write('%d %r' % (p.pid, psutil.Process(p.pid).create_time())); "
+            "time.sleep(60)")
     with pytest.raises(subprocess.TimeoutExpired):
         cmdpool.run([sys.executable, '-c', code], folder, clean_env(), 3)
-    import psutil, time
-    pid, t0 = int((folder/'child.pid').read_text()), time.monotonic()
-    while psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE and time.monotonic() - t0 < 10:
-        time.sleep(0.1)
-    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    import time
+    from testkit import running
+    pid, start = (folder/'child.pid').read_text().split()
+    t0 = time.monotonic()   # that child, not a later process with its pid
+    while running(int(pid), float(start)) and time.monotonic() - t0 < 10: time.sleep(0.1)
+    assert not running(int(pid), float(start))
 
 def test_what_it_cannot_serve_starts_fresh(folder):
     n = dict(cmdpool.FRESH)

@@ -6,14 +6,14 @@ from pathlib import Path
 import pytest
 from conftest import sh, clean_env
 import testkit
-from mlops_workbench.kernels import alive
 
 STAGES = ['a', 'b', 'c']
-CELL = '''import json, os, signal, time
+CELL = '''import json, os, signal, time, psutil
 from pathlib import Path
 Path('out').mkdir(exist_ok=True)
 me = dict(pid=os.getpid(), ppid=os.getppid(), stage_pid=int(os.environ['JPY_PARENT_PID']),
           pool=os.environ.get('MLWB_KERNEL_POOL'))
+me['start'] = {str(pid): psutil.Process(pid).create_time() for pid in (me['pid'], me['ppid'], me['stage_pid'])}
 Path('out', f'{name}.started').write_text(json.dumps(me))
 if how == 'kill': os.kill(os.getpid(), signal.SIGKILL)
 if how == 'sleep': time.sleep(seconds)
@@ -42,11 +42,12 @@ def pool_project(root: Path, **hows) -> Path:
     return root
 
 
-def gone(pids, timeout=20) -> list:
-    "The processes of `pids` still running after `timeout` seconds."
+def gone(k:dict, keys, timeout=20) -> list:
+    "Those of the processes `keys` of a kernel's record `k` ('pid', 'ppid', ...) still running after `timeout` seconds."
+    live = lambda key: testkit.running(k[key], k['start'][str(k[key])])   # that process, not a later one with its pid
     t0 = time.time()
-    while time.time() - t0 < timeout and any(map(alive, pids)): time.sleep(0.1)
-    return [p for p in pids if alive(p)]
+    while time.time() - t0 < timeout and any(map(live, keys)): time.sleep(0.1)
+    return [key for key in keys if live(key)]
 
 def test_later_stages_get_fresh_forks_of_the_pool_and_the_pool_ends_with_the_run(tmp_path):
     root = pool_project(tmp_path)
@@ -57,7 +58,7 @@ def test_later_stages_get_fresh_forks_of_the_pool_and_the_pool_ends_with_the_run
     assert k['b']['ppid'] == k['c']['ppid'] != k['b']['stage_pid']   # the later ones: children of one pool server
     assert len({k[s]['pid'] for s in STAGES}) == 3   # a fresh process for each stage
     assert k['a']['pool'] == k['c']['pool'] and not Path(k['a']['pool']).exists()   # one pool for the run, removed
-    assert not gone([k['b']['ppid']])
+    assert not gone(k['b'], ['ppid'])
     assert 'Running stage' not in sh(['mlwb', 'run'], root, timeout=120).stdout   # a no-op run starts nothing
 
 def test_a_pooled_kernel_killed_in_a_cell_ends_its_stage_with_one_line(tmp_path):
@@ -68,7 +69,7 @@ def test_a_pooled_kernel_killed_in_a_cell_ends_its_stage_with_one_line(tmp_path)
     assert started['ppid'] != started['stage_pid']   # it was a fork of the pool
     assert 'mlwb: error: stage c: kernel died (SIGKILL) in cell 3 (executed notebook: reports/failed/c.ipynb)' in r.stderr, r.stderr
     assert not (root/'reports'/'c.ipynb').exists() and (root/'reports'/'b.ipynb').exists()
-    assert not gone([started['ppid']])   # the pool ended with the run
+    assert not gone(started, ['ppid'])   # the pool ended with the run
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGKILL])
 def test_a_killed_run_leaves_no_pool_kernel_or_report(tmp_path, sig):
@@ -87,6 +88,6 @@ def test_a_killed_run_leaves_no_pool_kernel_or_report(tmp_path, sig):
         p.wait(60)
     finally:
         if p.poll() is None: os.killpg(p.pid, signal.SIGKILL)
-    assert not gone([kernel['pid'], kernel['ppid'], kernel['stage_pid']]), 'a kernel, the pool or the stage outlived the run'
+    assert not gone(kernel, ['pid', 'ppid', 'stage_pid']), 'a kernel, the pool or the stage outlived the run'
     assert not testkit.pool_servers({p.pid}) and not Path(kernel['pool']).exists()
     assert not (root/'reports'/'c.ipynb').exists() and not (root/'out'/'c.json').exists()

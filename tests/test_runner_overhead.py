@@ -5,16 +5,17 @@ import json, os
 from pathlib import Path
 import psutil
 from conftest import sh
+from testkit import running
 from test_runner_faults import tiny_project, kernels
 
-PIDS = "import os\nprint('kernel', os.getpid(), os.getppid())"
+PIDS = "import os, psutil\nprint('kernel', os.getpid(), os.getppid(), psutil.Process().create_time())"
 
 def kernel_pids(root: Path) -> tuple:
-    "The (kernel pid, its parent pid) that the tiny stage's report printed."
+    "The (kernel pid, its parent pid, the kernel's start) that the tiny stage's report printed."
     nb = json.loads((root/'reports'/'tiny.ipynb').read_text())
     out = [''.join(o.get('text', '')) for c in nb['cells'] if c['cell_type'] == 'code' for o in c['outputs']]
-    line = next(t for t in out if t.startswith('kernel '))
-    return tuple(int(x) for x in line.split()[1:3])
+    pid, ppid, start = next(t for t in out if t.startswith('kernel ')).split()[1:4]
+    return int(pid), int(ppid), float(start)
 
 def add_cell(root: Path, src: str):
     "Append a code cell to the tiny stage's notebook."
@@ -32,9 +33,9 @@ def test_each_stage_run_gets_its_own_kernel_which_ends_with_it(tmp_path):
         r = sh(['mlwb', 'stage', 'tiny', '--no-progress'], root, timeout=180)
         assert 'stage tiny done' in r.stdout, r.stdout + r.stderr
         seen.append(kernel_pids(root))
-    (k1, runner1), (k2, runner2) = seen
+    (k1, runner1, start1), (k2, runner2, start2) = seen
     assert k1 != k2 and runner1 != runner2          # a new kernel, started by a new runner, each time
-    assert not psutil.pid_exists(k1) and not psutil.pid_exists(k2)
+    assert not running(k1, start1) and not running(k2, start2)   # those kernels: not later processes with their pids
     nb = json.loads((root/'reports'/'tiny.ipynb').read_text())
     code = [c for c in nb['cells'] if c['cell_type'] == 'code']
     assert [c['execution_count'] for c in code] == list(range(1, len(code) + 1))   # complete, in order, once each

@@ -8,7 +8,8 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import clean_env, py, set_params, sh
-from testkit import Sampler, process_tree, ss_listening
+import testkit
+from testkit import Sampler, process_tree, ss_listening, still_running
 
 pytestmark = pytest.mark.slow   # five servers on the pipeline project
 
@@ -210,10 +211,10 @@ def test_stopped_servers_leave_nothing(servers):
     s.stop.set(); s.join(10)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 60:
-        left = [pid for pid in {pid for pid, _ in s.procs} if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        left = still_running(s.processes.values())   # the processes seen, not later ones that got their pids
         if not left: break
         time.sleep(1)
-    assert not left, sorted((pid, name) for pid, name in s.procs if pid in left)
+    assert not left, sorted((p.pid, ' '.join(testkit.cmdline_or_none(p) or [p.name()])[:200]) for p in left)
     # a port of theirs listening still, by a process that carries this test's environment (an orphan the sampler missed);
     # the same port number taken since by an unrelated process (`make test` runs two pytest processes at once, and every
     # kernel they start binds five free ports) is not theirs

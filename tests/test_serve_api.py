@@ -4,6 +4,7 @@ import json, os, shutil, socket, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 from conftest import clean_env, py, set_params, sh
+from testkit import still_running
 
 MLWB = [sys.executable, '-c', 'import sys; from mlops_workbench.cli import main; sys.exit(main())']
 
@@ -315,7 +316,8 @@ def test_edge_channel_over_http(server):
 def test_stop_stops_what_it_started(server):
     import psutil
     root, env, p = server['root'], server['env'], server['proc']
-    mine = {c.pid for c in psutil.Process(p.pid).children(recursive=True)}
+    procs = psutil.Process(p.pid).children(recursive=True)
+    mine = {c.pid for c in procs}
     assert mine, "the server started no child processes?"
     import re   # every socket the server's process tree listens on is on loopback (Ray, Serve's proxy and replica)
     ss = subprocess.run(['ss', '-ltnpH'], capture_output=True, text=True, timeout=30).stdout.splitlines()
@@ -326,7 +328,7 @@ def test_stop_stops_what_it_started(server):
     assert r.stdout.startswith(f"stopped the server on {server['url']} (pid {p.pid})"), r.stdout
     assert p.wait(60) == 0
     time.sleep(1)
-    alive = [q for q in mine if psutil.pid_exists(q) and psutil.Process(q).status() != psutil.STATUS_ZOMBIE]
+    alive = [q.pid for q in still_running(procs)]   # these processes: not later ones that got their pids
     assert not alive, f"left running: {alive}"
     assert not (root/'.mlwb'/'serve.json').exists()
     assert 'no server running' in sh(MLWB + ['serve', '--stop'], root, env=env).stdout

@@ -5,6 +5,7 @@ stopped with its whole process group."""
 import json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
 import psutil, pytest
 from conftest import REPO, clean_env, chrome
+from testkit import still_running
 
 ARTIFACTS = REPO/'test-artifacts'/'views'
 
@@ -50,7 +51,9 @@ def lab(scratch, tmp_path):
         yield base, token, proc, scratch
     finally:
         group = []
-        if proc.poll() is None: group = [proc.pid] + [c.pid for c in psutil.Process(proc.pid).children(recursive=True)]
+        if proc.poll() is None:
+            top = psutil.Process(proc.pid)
+            group = [top, *top.children(recursive=True)]
         try: os.killpg(proc.pid, signal.SIGTERM)
         except ProcessLookupError: pass
         try: proc.wait(30)
@@ -58,9 +61,9 @@ def lab(scratch, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL); proc.wait(10)
         log.close()
         time.sleep(1)
-        left = [p for p in group if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-        for p in left: os.kill(p, signal.SIGKILL)
-        assert not left, f"processes of jupyter lab still running after SIGTERM: {left}"
+        left = still_running(group)   # these processes: not later ones that got their pids
+        for p in left: p.kill()
+        assert not left, f"processes of jupyter lab still running after SIGTERM: {[p.pid for p in left]}"
 
 
 def test_lab_serves_the_project_kernel_on_loopback_with_a_token(lab):

@@ -180,6 +180,25 @@ def marked_processes(mark:str, cache:dict|None=None) -> list:
         if cache[key]: out.append(q)
     return out
 
+def started(pid:int|None=None) -> float:
+    "When process `pid` (default: this one) started, as psutil says: with its pid, what tells it from a later process."
+    import psutil
+    return psutil.Process(pid).create_time()
+
+def running(pid:int, start:float|None=None) -> bool:
+    """Whether process `pid` runs (a zombie does not); with `start` (`started`), only the process that started then:
+    pids wrap (at /proc/sys/kernel/pid_max, 32768 here, and `make test` uses a few tens of thousands), so a pid seen
+    minutes ago may now be another process's."""
+    import psutil
+    try:
+        p = psutil.Process(pid)
+        return p.status() != psutil.STATUS_ZOMBIE and (start is None or abs(p.create_time() - start) < 0.05)
+    except psutil.Error: return False
+
+def still_running(procs) -> list:
+    "Those of `procs` (psutil processes, taken while they ran) that still run: the same processes, not zombies."
+    return [p for p in procs if running(p.pid, p.create_time())]
+
 def cmdline_or_none(q) -> list|None:
     "A process's command line; None when it has ended (or is a zombie)."
     import psutil
@@ -193,6 +212,7 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.roots, self.every, self.tree, self.seen, self.cmdlines, self.stop = roots, every, tree, set(), set(), threading.Event()
         self.procs = set()   # (pid, name) of every process seen
+        self.processes = {}  # (pid, start) -> psutil process, of every process seen (a pid alone may be reused)
     def run(self):
         import psutil
         while not self.stop.wait(self.every):
@@ -202,6 +222,7 @@ class Sampler(threading.Thread):
                 try:
                     self.cmdlines.add(' '.join(p.cmdline()))
                     self.procs.add((p.pid, p.name()))
+                    self.processes.setdefault((p.pid, p.create_time()), p)
                 except psutil.Error: pass
     def exposed(self) -> list: return sorted(s for s in self.seen if s[1] not in LOOPBACK)
     def names(self) -> set: return {n for n, _, _ in self.seen}
