@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['POOL_ENV', 'OWNER_ENV', 'SOCKET', 'PIDFILE', 'USED', 'LOG', 'RAY_RUN_ENV', 'RAY_OWNER_ENV', 'OWNER_FILE', 'PRELOAD',
            'RUNTIME_ENV', 'LIVE', 'pool_folder', 'mark_owner', 'env_mismatch', 'preload', 'alive', 'interpreter',
-           'refusal', 'serve', 'PooledKernel', 'kill_pooled', 'request_kernel', 'start_pool', 'pooled_kernel_for_stage',
-           'stop_pool', 'kernel_pool', 'ray_pool', 'pooled_provisioner']
+           'refusal', 'become_child', 'ready_to_fork', 'serve_forks', 'serve', 'PooledKernel', 'kill_pooled',
+           'request_kernel', 'start_pool', 'pooled_kernel_for_stage', 'stop_pool', 'kernel_pool', 'ray_pool',
+           'pooled_provisioner']
 
 # %% ../nbs/05a_kernels.ipynb #3dd7f379
 import atexit, contextlib, json, os, re, select, shutil, signal, socket, subprocess, sys, tempfile, time, traceback
@@ -101,6 +102,24 @@ def refusal(req:dict, # {'argv': the kernel's command, 'env': its environment, '
     return f"environment differs in {', '.join(diff)}" if diff else None
 
 # %% ../nbs/05a_kernels.ipynb #c9b7711b
+def become_child(fds:list, # the child's stdout and stderr (its stdin is /dev/null)
+                 others:list, # the server's sockets and descriptors: closed in the child
+                 cwd:str|Path, # the child's folder
+                 env:dict, # the child's whole environment
+                ):
+    "In a child forked by a pool server: a session of its own, default signal handlers, `fds` as stdout and stderr."
+    os.setsid()   # its own session (as jupyter_client starts kernels): a kill of its group reaches what it starts
+    signal.set_wakeup_fd(-1)
+    for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for o in others: o.close() if hasattr(o, 'close') else os.close(o)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0); os.dup2(fds[0], 1); os.dup2(fds[1], 2)
+    for fd in (null, *fds): os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+
 def _watch_stage(conn):
     "In a forked kernel: end it when the stage that asked for it is gone (its end of `conn` closes)."
     conn.setblocking(True)
@@ -114,17 +133,7 @@ def _become_kernel(req:dict, fds:list, conn, others:list):
     import threading
     code = 1
     try:
-        os.setsid()   # its own session, as jupyter_client starts kernels
-        signal.set_wakeup_fd(-1)
-        for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for o in others: o.close() if hasattr(o, 'close') else os.close(o)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0); os.dup2(fds[0], 1); os.dup2(fds[1], 2)
-        for fd in (null, *fds): os.close(fd)
-        os.chdir(req['cwd'])
-        os.environ.clear()
-        os.environ.update(req['env'])
+        become_child(fds, others, req['cwd'], req['env'])
         sys.path[0] = req['cwd']   # `python -m ipykernel_launcher` puts its folder first
         threading.Thread(target=_watch_stage, args=(conn,), daemon=True).start()
         import importlib.util
@@ -145,34 +154,64 @@ def _become_kernel(req:dict, fds:list, conn, others:list):
             os._exit(code)
 
 # %% ../nbs/05a_kernels.ipynb #22759ee3
-def _reap(kernels:dict, watched:dict):
-    "Collect ended kernels and tell each one's stage its exit status (negative: the signal that killed it)."
+def _reap(children:dict, watched:dict):
+    "Collect ended children and tell each one's caller its exit status (negative: the signal that killed it)."
     while True:
         try: pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError: return
         if pid == 0: return
-        conn = kernels.pop(pid, None)
+        conn = children.pop(pid, None)
         if conn is None: continue
         watched.pop(conn, None)
         try: _send(conn, {'exit': os.waitstatus_to_exitcode(status)})
         except OSError: pass
         conn.close()
 
-def serve(folder:str|Path, # the pool folder: its socket, pid file and log
-          owner:int, # the process the pool belongs to: the pool ends when it does
-          modules=PRELOAD, # what to import before serving
-         ) -> int: # exit status
-    "The pool server: import `modules`, then fork one fresh kernel per request until `owner` ends."
-    folder, base = Path(folder), dict(os.environ)
-    options = sys.orig_argv[1:sys.orig_argv.index('-c')] if '-c' in sys.orig_argv else []   # as `start_pool` starts it
-    os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')   # as ipykernel sets it
-    failed = preload(modules)
-    for m, why in failed.items(): print(f"kernel pool: not preloaded: {m} ({why})", file=sys.stderr)
+def ready_to_fork(modules, # what to import before serving
+                  name:str, # the server's name in its messages
+                 ) -> bool: # False: an import started threads, and forking could deadlock a child
+    "Import `modules` (saying which failed) and freeze them, so that the forked children share their pages."
     import gc, threading
-    gc.freeze()   # the preloaded objects: out of the kernels' collections, so they stay shared pages, not copies
+    for m, why in preload(modules).items(): print(f"{name}: not preloaded: {m} ({why})", file=sys.stderr)
+    gc.freeze()   # the preloaded objects: out of the children's collections, so they stay shared pages, not copies
     if threading.active_count() > 1:   # forking a process with threads can deadlock the child
-        print(f"kernel pool: an import started threads ({threading.enumerate()}): not serving", file=sys.stderr)
-        return 1
+        print(f"{name}: an import started threads ({threading.enumerate()}): not serving", file=sys.stderr)
+        return False
+    return True
+
+def _accept_fork(listener, refuse, become, children:dict, watched:dict, own:list, name:str):
+    "Accept one request on `listener` and fork a child that runs `become` on it (or send why `refuse` says not)."
+    conn, _ = listener.accept()
+    fds = []
+    try:
+        conn.settimeout(10)
+        first, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
+        req = _read_line(conn, first)
+        why = refuse(req) or (None if len(fds) == 2 else f"expected 2 file descriptors, got {len(fds)}")
+        if why:
+            _send(conn, {'refused': why})
+            conn.close()
+            return
+        for f in (sys.stdout, sys.stderr): f.flush()   # or the child would write the server's buffered output again
+        pid = os.fork()
+        if pid == 0: become(req, fds, conn, [*own, *children.values()])
+        children[pid], watched[conn] = conn, pid
+        _send(conn, {'pid': pid})
+    except (OSError, ValueError) as e:
+        print(f"{name}: a request failed: {type(e).__name__}: {e}", file=sys.stderr)
+        conn.close()
+    finally:
+        for fd in fds: os.close(fd)
+
+def serve_forks(folder:str|Path, # the server's folder: its socket appears there once it listens
+                owner:int, # the process the server belongs to: it ends when its owner does
+                refuse, # request -> why it cannot be served (a string) or None
+                become, # (request, [stdout fd, stderr fd], connection, the server's descriptors) -> never returns
+                name:str='kernel pool', # the server's name in its messages
+                backlog:int=8, # requests that may wait to be accepted
+               ) -> int: # exit status
+    "A pool server's loop: fork a child per request until `owner` ends; a caller that goes away takes its child along."
+    folder = Path(folder)
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
@@ -181,55 +220,44 @@ def serve(folder:str|Path, # the pool folder: its socket, pid file and log
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = folder/f'.{SOCKET}.{os.getpid()}'
     listener.bind(str(tmp))
-    listener.listen(8)
+    listener.listen(backlog)
     os.replace(tmp, folder/SOCKET)   # appears only when ready
-    kernels, watched = {}, {}   # pid -> connection to its stage; connection -> pid while the stage is there
+    children, watched = {}, {}   # pid -> connection to its caller; connection -> pid while the caller is there
     try:
         while alive(owner):
             ready, _, _ = select.select([listener, wake_r, *watched], [], [], 0.5)
             for r in ready:
-                if r is listener: _fork_kernel(listener, base, options, kernels, watched, [listener, wake_r, wake_w])
+                if r is listener: _accept_fork(listener, refuse, become, children, watched, [listener, wake_r, wake_w], name)
                 elif r == wake_r: os.read(wake_r, 4096)
-                else:   # the stage closed its end (it ended or was killed): its kernel goes with it
+                else:   # the caller closed its end (it ended or was killed): its child goes with it
                     try: data = r.recv(4096)
                     except OSError: data = b''
                     if not data:
                         pid = watched.pop(r)
                         with contextlib.suppress(OSError): os.killpg(pid, signal.SIGKILL)
-            _reap(kernels, watched)
+            _reap(children, watched)
     finally:
-        for pid in kernels:
+        for pid in children:
             with contextlib.suppress(OSError): os.killpg(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
-        while kernels and time.monotonic() < deadline:
-            _reap(kernels, watched)
+        while children and time.monotonic() < deadline:
+            _reap(children, watched)
             time.sleep(0.02)
         with contextlib.suppress(OSError): (folder/SOCKET).unlink()
         if not alive(owner): shutil.rmtree(folder, ignore_errors=True)   # nobody is left to remove it
     return 0
 
-def _fork_kernel(listener, base:dict, options:list, kernels:dict, watched:dict, own:list):
-    "Accept one request on `listener` and fork its kernel (or say why not)."
-    conn, _ = listener.accept()
-    fds = []
-    try:
-        conn.settimeout(10)
-        first, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
-        req = _read_line(conn, first)
-        why = refusal(req, base, options) or (None if len(fds) == 2 else f"expected 2 file descriptors, got {len(fds)}")
-        if why:
-            _send(conn, {'refused': why})
-            conn.close()
-            return
-        pid = os.fork()
-        if pid == 0: _become_kernel(req, fds, conn, [*own, *kernels.values()])
-        kernels[pid], watched[conn] = conn, pid
-        _send(conn, {'pid': pid})
-    except (OSError, ValueError) as e:
-        print(f"kernel pool: a request failed: {type(e).__name__}: {e}", file=sys.stderr)
-        conn.close()
-    finally:
-        for fd in fds: os.close(fd)
+# %% ../nbs/05a_kernels.ipynb #c9e5a3f4
+def serve(folder:str|Path, # the pool folder: its socket, pid file and log
+          owner:int, # the process the pool belongs to: the pool ends when it does
+          modules=PRELOAD, # what to import before serving
+         ) -> int: # exit status
+    "The pool server: import `modules`, then fork one fresh kernel per request until `owner` ends."
+    base = dict(os.environ)
+    options = sys.orig_argv[1:sys.orig_argv.index('-c')] if '-c' in sys.orig_argv else []   # as `start_pool` starts it
+    os.environ.setdefault('MPLBACKEND', 'module://matplotlib_inline.backend_inline')   # as ipykernel sets it
+    if not ready_to_fork(modules, 'kernel pool'): return 1
+    return serve_forks(folder, owner, lambda req: refusal(req, base, options), _become_kernel)
 
 # %% ../nbs/05a_kernels.ipynb #4ddfdce8
 class PooledKernel:

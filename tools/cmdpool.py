@@ -11,10 +11,11 @@ preloaded libraries read the rest at import), a server not started yet or gone. 
 fresh interpreter, a test has to ask for one (`sh(..., fresh=True)`): which modules are imported, warnings that an
 import prints. The server is the library's kernel pool design (`mlops_workbench.kernels`) serving commands: one per
 pytest process, owned by it, gone when it ends."""
-import atexit, contextlib, gc, importlib, json, locale, os, select, selectors, shutil, signal, socket, subprocess, sys, tempfile
+import atexit, contextlib, importlib, json, locale, os, selectors, shutil, signal, socket, subprocess, sys, tempfile
 import re, threading, time, traceback
 from pathlib import Path
-from mlops_workbench.kernels import PRELOAD, PIDFILE, SOCKET, LOG, preload, alive, env_mismatch, stop_pool, _send, _read_line, _reap
+from mlops_workbench.kernels import (PRELOAD, PIDFILE, SOCKET, LOG, alive, become_child, env_mismatch, ready_to_fork,
+                                     serve_forks, stop_pool, _read_line)
 
 BIN = Path(sys.executable).parent
 SCRIPTS = ('mlwb',)   # console scripts of this venv that run forked (`dvc` and the servers' commands start fresh)
@@ -76,18 +77,8 @@ def _exit_status(e:SystemExit) -> int:
 def _become_command(req:dict, fds:list, others:list, path:list, base:dict, added:dict):
     "In the forked child: run the command `req` describes, with stdout and stderr on `fds`; never returns."
     code = 1
-    try:
-        os.setsid()   # a group of its own: a timeout kills what it started too
-        signal.set_wakeup_fd(-1)
-        for s in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP): signal.signal(s, signal.SIG_DFL)
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        for o in others: o.close() if hasattr(o, 'close') else os.close(o)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0); os.dup2(fds[0], 1); os.dup2(fds[1], 2)
-        for fd in (null, *fds): os.close(fd)
-        os.chdir(req['cwd'])
-        os.environ.clear()
-        os.environ.update({**added, **req['env']})   # as after the same imports in a fresh interpreter
+    try:   # a session of its own (a timeout kills what it started too), the environment as after the same imports
+        become_child(fds, others, req['cwd'], {**added, **req['env']})   # in a fresh interpreter
         extra = extra_path(base, req['env'])
         kind, what, args = target(req['argv'], req['cwd'], req['env'])
         sys.orig_argv = list(map(str, req['argv']))
@@ -123,75 +114,22 @@ def _become_command(req:dict, fds:list, others:list, path:list, base:dict, added
                 with contextlib.suppress(Exception): f.flush()
             os._exit(code)
 
-def _fork_command(listener, envs:tuple, path:list, children:dict, watched:dict, own:list):
-    "Accept one request on `listener` and fork its command (or say why not); `envs`: the server's, what imports added."
-    conn, _ = listener.accept()
-    fds = []
-    try:
-        conn.settimeout(10)
-        first, fds, _, _ = socket.recv_fds(conn, 1 << 16, 2)
-        req = _read_line(conn, first)
-        diff = env_differs(envs[0], req.get('env') or {}, envs[1])
-        why = (f"environment differs in {', '.join(diff)}" if diff else None) or \
-              (None if os.path.isdir(req.get('cwd') or '') else f"no folder {req.get('cwd')!r}") or \
-              (None if target(req.get('argv') or [], req.get('cwd') or '.', req.get('env') or {}) else 'not a command it runs') or \
-              (None if len(fds) == 2 else f"expected 2 file descriptors, got {len(fds)}")
-        if why:
-            _send(conn, {'refused': why})
-            conn.close()
-            return
-        for f in (sys.stdout, sys.stderr): f.flush()
-        pid = os.fork()
-        if pid == 0: _become_command(req, fds, [*own, *children.values()], path, *envs)
-        children[pid], watched[conn] = conn, pid
-        _send(conn, {'pid': pid})
-    except (OSError, ValueError) as e:
-        print(f"command pool: a request failed: {type(e).__name__}: {e}", file=sys.stderr)
-        conn.close()
-    finally:
-        for fd in fds: os.close(fd)
+def _refusal(req:dict, base:dict, added:dict) -> str|None:
+    "Why the server cannot run `req` as a fresh interpreter would (None: it can)."
+    diff = env_differs(base, req.get('env') or {}, added)
+    return (f"environment differs in {', '.join(diff)}" if diff else None) or \
+           (None if os.path.isdir(req.get('cwd') or '') else f"no folder {req.get('cwd')!r}") or \
+           (None if target(req.get('argv') or [], req.get('cwd') or '.', req.get('env') or {}) else 'not a command it runs')
 
 def serve(folder:str|Path, owner:int, path:list) -> int:
     "The server: import `MODULES`, then fork one command per request until `owner` ends; `path`: a fresh `sys.path`."
-    folder, before = Path(folder), dict(os.environ)
-    for m, why in preload(MODULES).items(): print(f"command pool: not preloaded: {m} ({why})", file=sys.stderr)
+    before = dict(os.environ)
+    if not ready_to_fork(MODULES, 'command pool'): return 1
     base = dict(os.environ)
     added = {k: v for k, v in base.items() if before.get(k) != v}   # e.g. scikit-learn's KMP_*, Ray's RAY_CLIENT_MODE
-    gc.freeze()   # the preloaded objects: shared pages in the children, not copies
-    if threading.active_count() > 1:   # forking a process with threads can deadlock the child
-        print(f"command pool: an import started threads ({threading.enumerate()}): not serving", file=sys.stderr)
-        return 1
-    wake_r, wake_w = os.pipe()
-    os.set_blocking(wake_w, False)
-    signal.set_wakeup_fd(wake_w)
-    signal.signal(signal.SIGCHLD, lambda *a: None)
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    tmp = folder/f'.{SOCKET}.{os.getpid()}'
-    listener.bind(str(tmp))
-    listener.listen(16)
-    os.replace(tmp, folder/SOCKET)   # appears only when ready
-    children, watched = {}, {}   # pid -> connection to its caller; connection -> pid while the caller is there
-    try:
-        while alive(owner):
-            for r in select.select([listener, wake_r, *watched], [], [], 0.5)[0]:
-                if r is listener: _fork_command(listener, (base, added), path, children, watched, [listener, wake_r, wake_w])
-                elif r == wake_r: os.read(wake_r, 4096)
-                else:
-                    try: data = r.recv(4096)
-                    except OSError: data = b''
-                    if not data:   # the caller went away: its command goes with it
-                        with contextlib.suppress(OSError): os.killpg(watched.pop(r), signal.SIGKILL)
-            _reap(children, watched)
-    finally:
-        for pid in children:
-            with contextlib.suppress(OSError): os.killpg(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 5
-        while children and time.monotonic() < deadline:
-            _reap(children, watched)
-            time.sleep(0.02)
-        if not alive(owner): shutil.rmtree(folder, ignore_errors=True)   # nobody is left to remove it
-    return 0
+    return serve_forks(folder, owner, lambda req: _refusal(req, base, added),
+                       lambda req, fds, conn, others: _become_command(req, fds, [*others, conn], path, base, added),
+                       'command pool', backlog=16)
 
 _POOL = {}   # this process's server: its folder, pid and process
 WAIT = 60    # seconds a command waits for the server to be ready (it imports for ~5 s here) before it starts fresh
