@@ -1,9 +1,10 @@
 """Access control: `mlwb tracking-server --auth` (MLflow basic auth on 127.0.0.1, generated admin password), users by a
 command, READ vs MANAGE: a reader's `mlwb promote` is a one-line 403 and moves no alias; no login is a one-line 401."""
-import os, signal, socket, subprocess, time, urllib.request, urllib.error
+import os, signal, subprocess, time, urllib.request, urllib.error
 from pathlib import Path
 import pytest
 from conftest import copy_repo, sh, py, clean_env
+from testkit import free_port
 
 pytestmark = pytest.mark.slow   # a pipeline run, an MLflow server or registered models: not in `make test-fast`
 
@@ -18,9 +19,6 @@ for v in (1, 2):
     c.create_model_version(cfg.model_name, source=str(d))
 move_alias('champion', 1, 'first version', cfg=cfg); move_alias('challenger', 2, 'new', cfg=cfg)
 """
-
-def free_port() -> int:
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):

@@ -9,7 +9,7 @@ import psutil
 import pytest
 from conftest import clean_env, py, set_params, sh
 import testkit
-from testkit import Sampler, process_tree, ss_listening, still_running
+from testkit import Sampler, free_port, process_tree, ss_listening, still_running
 
 pytestmark = pytest.mark.slow   # five servers on the pipeline project
 
@@ -17,10 +17,6 @@ MLWB = [sys.executable, '-c', 'import sys; from mlops_workbench.cli import main;
 SERVE_TOKEN, MILVUS_TOKEN = 'serve-token-sentinel-7e1d', 'milvus-token-sentinel-4b2a'
 SECRET = 'TRAVERSAL-SENTINEL-8841'
 KEY = 'q3Jx7m1Qk9m0c2V8dGhpcy1pcy1hLXRlc3Qta2V5ISE='   # a test key (32 bytes, base64): never a real one
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def ours(pids:set, marker:str) -> bool:
     "Whether a listening socket's owners include a process of this test's servers (their children inherit MLWB_AUTH_DIR)."

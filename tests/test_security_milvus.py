@@ -4,12 +4,9 @@
 import json, os, signal, socket, subprocess, time
 import pytest
 from conftest import clean_env, sh
+from testkit import free_port
 
 TOKEN = 'milvus-token-sentinel-e6d07a'
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def test_embed_through_a_token_server_leaks_no_token(project_copy):
     root, port = project_copy, free_port()

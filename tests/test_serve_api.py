@@ -4,13 +4,9 @@ import json, os, shutil, socket, subprocess, sys, threading, time
 from pathlib import Path
 import pytest
 from conftest import clean_env, py, set_params, sh
-from testkit import still_running
+from testkit import free_port, still_running
 
 MLWB = [sys.executable, '-c', 'import sys; from mlops_workbench.cli import main; sys.exit(main())']
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 REGISTER = r'''
 import numpy as np, torch

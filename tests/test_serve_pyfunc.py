@@ -2,11 +2,12 @@
 `mlflow.pyfunc.load_model` with mlops_workbench not importable predicts what `load_torch_model` predicts;
 `mlflow models serve` from a fresh venv holding only the model's requirements answers float64 `dataframe_split` input
 with labels and probabilities; altered weights, or a pickle planted as the weights, are refused without being run."""
-import json, os, pickle, signal, socket, subprocess, sys, time, urllib.request, venv
+import json, os, pickle, signal, subprocess, sys, time, urllib.request, venv
 from pathlib import Path
 import numpy as np, pandas as pd
 import pytest
 from conftest import REPO, sh, clean_env
+from testkit import free_port
 
 pytestmark = pytest.mark.slow   # a pipeline run, registered models, a fresh venv: not in `make test-fast`
 
@@ -67,11 +68,6 @@ def get_local(cfg, v) -> str:
     "The local folder of a registered version's files."
     from mlops_workbench.tracking import get_client
     return get_client(cfg).get_model_version_download_uri(cfg.model_name, str(v)).removeprefix('file://')
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 def test_mlflow_models_serve_from_a_fresh_venv(project, tmp_path):
     cfg, v, X, meta = champion(project)

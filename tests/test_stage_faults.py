@@ -3,6 +3,7 @@ repro`: tests/test_retrain.py)."""
 import json, os, signal, socket, subprocess, sys, time
 import pandas as pd, psutil
 from conftest import sh, set_params, clean_env
+from testkit import free_port
 
 def tmp_files(root):
     return [p for p in root.rglob('.tmp-*') if '.git' not in p.parts and '.dvc' not in p.parts]
@@ -42,9 +43,6 @@ def test_own_csv_with_bad_rows_is_prepared_and_quarantined(scratch):
     assert "duplicate id 'img-0003' (first at row 4)" in q['_reason'].iloc[-1]
     prepared = pd.read_parquet(scratch/'data'/'prepared'/'train.parquet')
     assert pd.api.types.is_string_dtype(prepared['id']) and prepared['id'].str.startswith('img-').all()
-
-def free_port():
-    with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 def test_busy_milvus_lite_gives_a_clear_error_and_can_wait(project):
     # the holder keeps the directory until told (a line on its stdin; at most 300 s): no race with a busy machine

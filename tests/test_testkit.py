@@ -3,7 +3,7 @@
 process under it."""
 import os, subprocess, sys, time
 import psutil
-from testkit import running, started, still_running
+from testkit import free_port, running, started, still_running
 
 def test_a_process_is_its_pid_and_its_start():
     me = started()
@@ -28,3 +28,22 @@ def test_still_running_keeps_the_live_ones():
     finally:
         p.kill(); p.wait(30)
     assert still_running([live, me]) == [me]
+
+def test_free_ports_are_outside_the_ephemeral_range_and_claimed(tmp_path):
+    import socket
+    lo, hi = (int(x) for x in open('/proc/sys/net/ipv4/ip_local_port_range').read().split())
+    ports = [free_port(claims=tmp_path) for _ in range(20)]
+    assert len(set(ports)) == 20 and all(20000 <= p <= 32000 and not lo <= p <= hi for p in ports), ports
+    assert sorted(int(f.name) for f in tmp_path.iterdir()) == sorted(ports)   # each one claimed
+    with socket.socket() as s: s.bind(('127.0.0.1', ports[0]))   # free to bind
+    # a range of two ports: one claimed by another test, one in use by a process that is not a test's server
+    with socket.socket() as busy:
+        busy.bind(('127.0.0.1', 0)); port = busy.getsockname()[1]
+        (tmp_path/'two').mkdir(); (tmp_path/'two'/str(port + 1)).touch()
+        try: free_port(port, port + 1, claims=tmp_path/'two')
+        except RuntimeError as e: assert 'no free port' in str(e)
+        else: raise AssertionError('a claimed or busy port was handed out')
+    q = free_port(claims=tmp_path/'x')   # a free port, claimed by a run over 30 min ago: the claim has lapsed
+    (tmp_path/'y').mkdir(); (tmp_path/'y'/str(q)).touch()
+    os.utime(tmp_path/'y'/str(q), (time.time() - 3600, time.time() - 3600))
+    assert free_port(q, q, claims=tmp_path/'y') == q

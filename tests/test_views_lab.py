@@ -2,10 +2,10 @@
 default, opened in nbs/. Started as `make lab` starts it (tools/lab.py) in a scratch copy of the repo, on a free port,
 asked through its REST API, a notebook opened in headless Chromium (screenshot: test-artifacts/views/jupyterlab.png),
 stopped with its whole process group."""
-import json, os, secrets, signal, socket, subprocess, sys, time, urllib.error, urllib.request
+import json, os, secrets, signal, subprocess, sys, time, urllib.error, urllib.request
 import psutil, pytest
 from conftest import REPO, clean_env, chrome
-from testkit import still_running
+from testkit import free_port, still_running
 
 ARTIFACTS = REPO/'test-artifacts'/'views'
 
@@ -13,10 +13,6 @@ KERNEL = 'mlops-workbench'
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))   # loopback, whatever http_proxy says
 
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
 def api(base: str, path: str, token: str | None, method: str = 'GET', body: dict | None = None):

@@ -14,6 +14,33 @@ def clean_env(**extra) -> dict:
     env['PATH'] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return {**env, **extra}
 
+PORTS = (20000, 32000)   # below Linux's ephemeral ports (ip_local_port_range: 32768-60999), above Ray's worker ports
+
+def free_port(lo:int=PORTS[0], hi:int=PORTS[1], claims:Path|None=None) -> int:
+    """A free loopback port for a server that a test starts, claimed for 30 min in a folder every test process shares
+    (`claims`, default /tmp/mlwb-test-ports) so no other test takes it meanwhile. Outside the ephemeral range, where
+    the kernel picks the ports of `bind(0)` and `connect()`: a port taken from there is free when asked, but the
+    sockets of the other shards' kernels, Ray and Milvus Lite can take it in the seconds before the server binds it."""
+    import random, socket
+    claims = Path(claims or Path(tempfile.gettempdir())/'mlwb-test-ports')
+    claims.mkdir(exist_ok=True)
+    now = time.time()
+    for old in claims.iterdir():   # claims of earlier runs
+        try:
+            if now - old.stat().st_mtime > 1800: old.unlink()
+        except OSError: pass
+    rng = random.Random()   # its own entropy: forked test processes share the `random` module's state
+    for _ in range(500):
+        port = rng.randint(lo, hi)
+        try: os.close(os.open(claims/str(port), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError: continue   # another test's
+        with socket.socket() as s:
+            try:
+                s.bind(('127.0.0.1', port))
+                return port
+            except OSError: continue   # in use by something that is not a test's server: keep the claim, try another
+    raise RuntimeError(f"no free port in {lo}-{hi} after 500 tries ({claims} holds the claims)")
+
 def copy_repo(dest:Path, root:Path=ROOT, skip:tuple=RESULTS) -> Path:
     "Copy the repo's tracked and unignored files (a clone plus uncommitted work, no results) into a fresh git repo."
     files = subprocess.run(['git', 'ls-files', '-co', '--exclude-standard', '-z'], cwd=root, capture_output=True,
