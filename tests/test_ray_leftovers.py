@@ -44,13 +44,19 @@ def test_the_next_runtime_removes_a_killed_runtimes_folder_but_not_a_live_ones(t
     try:
         killed = hold(tmp_path)
         live_dir, killed_dir = ray_folder(live.pid), ray_folder(killed.pid)
-        procs = descendants(killed.pid)   # SIGKILL the driver and everything it started (Ray's agents included, which
-        for p in procs:                   # would otherwise take up to ~150 s to notice and exit by themselves)
-            try: p.kill()
-            except psutil.Error: pass
-        psutil.wait_procs(procs, timeout=60)
-        killed.wait(timeout=60)
-        assert killed_dir.exists()        # a SIGKILL leaves the folder
+        # `make test` runs four test workers at once, and every local runtime that starts removes the stale folders it
+        # finds: a process naming the folder on its command line keeps it "in use" until this test's next runtime looks
+        guard = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', str(killed_dir)])
+        try:
+            procs = descendants(killed.pid)   # SIGKILL the driver and everything it started (Ray's agents included,
+            for p in procs:                   # which would otherwise take up to ~150 s to notice and exit by themselves)
+                try: p.kill()
+                except psutil.Error: pass
+            psutil.wait_procs(procs, timeout=60)
+            killed.wait(timeout=60)
+            assert killed_dir.exists()        # a SIGKILL leaves the folder
+        finally:
+            guard.kill(); guard.wait(30)
         start = "from mlops_workbench.distributed import ray_runtime\nwith ray_runtime(num_cpus=1): pass"
         py(start, tmp_path, timeout=300)
         assert not killed_dir.exists()    # before: there for ever, even after a successful rerun
