@@ -1,6 +1,6 @@
 """tools/testkit's process checks tell a process by its pid and its start: pids wrap (pid_max is 32768 here, and a
-`make test` uses a few tens of thousands of them), so a test that remembers a pid for minutes may find another
-process under it."""
+`make test` uses ~24 a second: a full cycle in ~22 min), so a test that remembers a pid long enough may find another
+process under it; its free ports come from outside the range where the kernel picks other sockets' ports."""
 import os, subprocess, sys, time
 import psutil
 from testkit import free_port, running, started, still_running

@@ -214,8 +214,8 @@ def started(pid:int|None=None) -> float:
 
 def running(pid:int, start:float|None=None) -> bool:
     """Whether process `pid` runs (a zombie does not); with `start` (`started`), only the process that started then:
-    pids wrap (at /proc/sys/kernel/pid_max, 32768 here, and `make test` uses a few tens of thousands), so a pid seen
-    minutes ago may now be another process's."""
+    pids wrap (at /proc/sys/kernel/pid_max, 32768 here; `make test` uses ~24 a second, a full cycle in ~22 min), so a
+    pid seen long enough ago may now be another process's."""
     import psutil
     try:
         p = psutil.Process(pid)
