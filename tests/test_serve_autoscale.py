@@ -6,7 +6,8 @@ import json, os, shutil, subprocess, sys, time
 from pathlib import Path
 import pytest
 from conftest import clean_env, py, set_params, sh
-from test_serve_api import CLIENT, MLWB, REGISTER, free_port, row
+from testkit import free_port
+from test_serve_api import CLIENT, MLWB, REGISTER, row
 
 pytestmark = pytest.mark.slow
 
