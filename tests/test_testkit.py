@@ -47,3 +47,19 @@ def test_free_ports_are_outside_the_ephemeral_range_and_claimed(tmp_path):
     (tmp_path/'y').mkdir(); (tmp_path/'y'/str(q)).touch()
     os.utime(tmp_path/'y'/str(q), (time.time() - 3600, time.time() - 3600))
     assert free_port(q, q, claims=tmp_path/'y') == q
+
+def test_a_process_caught_mid_exec_is_looked_at_again(monkeypatch):
+    """/proc/PID/environ reads empty while a process is between exec's new memory and its new environment: the likely
+    cause of a 2-node cluster's head raylet never being sampled, once, on a loaded machine (test_ray_loopback, 2026-12-07).
+    `marked_processes` must not remember such a process as unmarked: the next call reads it again and finds the mark."""
+    import testkit
+    class Proc:
+        def __init__(self, pid, envs): self.pid, self.envs = pid, list(envs)
+        def create_time(self): return 1.0
+        def environ(self): return self.envs.pop(0) if len(self.envs) > 1 else self.envs[0]
+    mid_exec, other = Proc(7, [{}, {testkit.MARK_ENV: 'm'}]), Proc(8, [{'PATH': '/bin'}])
+    monkeypatch.setattr(psutil, 'process_iter', lambda: [mid_exec, other])
+    cache = {}
+    assert testkit.marked_processes('m', cache) == []            # mid-exec: not marked yet, and not remembered
+    assert testkit.marked_processes('m', cache) == [mid_exec]    # its environment now in place
+    assert cache == {(7, 1.0): True, (8, 1.0): False}

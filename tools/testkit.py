@@ -202,7 +202,10 @@ def marked_processes(mark:str, cache:dict|None=None) -> list:
     for q in psutil.process_iter():
         try:
             key = (q.pid, q.create_time())
-            if key not in cache: cache[key] = q.environ().get(MARK_ENV) == mark
+            if key not in cache:
+                env = q.environ()
+                if not env: continue   # in the middle of an exec (its new environment not yet in place): look again next time
+                cache[key] = env.get(MARK_ENV) == mark
         except (psutil.Error, OSError): continue   # it ended meanwhile, or is not ours to read
         if cache[key]: out.append(q)
     return out
