@@ -28,6 +28,20 @@ def test_report_sums_per_kind_and_shows_what_was_not_sampled():
     only = proc_costs.report(data, only='mlwb history')
     assert '/v/bin/mlwb history --json' in only and 'git status' not in only
 
+def test_report_by_owner_follows_folders_then_parents():
+    "A process is charged to its own folder's test or tutorial, else to its nearest ancestor's; an orphan to '?'."
+    data = dict(command='make x', wall=10.0, machine=10.0, procs=[
+        [10, 'python -m pytest', 1.0, 1, '/r'],
+        [11, '/v/bin/mlwb run', 2.0, 10, '/tmp/pytest-of-u/pytest-3/popen-gw1/test_retrain_from_drift0/repo'],
+        [12, 'ray::IDLE', 3.0, 11, '/'],                                 # a Ray worker: its folder says nothing, its parent's does
+        [13, '/v/bin/python -m ipykernel_launcher', 1.5, 1, '/tmp/mlwb-tutorials-ab/04_operate/repo/nbs/tutorials'],
+        [14, 'git status', 0.5, 99, '/']])                               # a parent not sampled
+    procs = {r[0]: (r[1], r[4], r[3]) for r in data['procs']}
+    assert proc_costs.owner(12, procs) == 'test test_retrain_from_drift' == proc_costs.owner(11, procs)
+    assert proc_costs.owner(13, procs) == 'tutorial 04_operate' and proc_costs.owner(14, procs) == '?'
+    rep = proc_costs.by_owner(data)
+    assert '| test test_retrain_from_drift (Ray worker 3; mlwb run 2) | 2 | 5.0 | 50.0% | 2.50 |' in rep, rep
+
 def test_a_command_is_run_and_sampled(tmp_path):
     """A child that burns a fixed amount of CPU (not a wall-clock span: the machine may be loaded), then lives on for 3 s
     so that the sampler sees it after its work, is listed under its kind; the exit code is the command's."""
@@ -40,6 +54,7 @@ def test_a_command_is_run_and_sampled(tmp_path):
     mine = [p for p in data['procs'] if 'proc-costs-probe' in p[1] and 'proc_costs.py' not in p[1]]
     assert len(mine) == 1 and mine[0][2] > 0.1, mine   # ~0.5 CPU-s of work, whatever the load
     assert proc_costs.kind(mine[0][1]) == 'python -c (a helper interpreter)' and 'python -c (a helper interpreter)' in r.stderr
+    assert mine[0][4] == str(REPO)   # its working folder, for the report by owner
 
 def test_test_costs_per_file():
     rows = [dict(test='tests/a.py::x', wall=2.0, cpu=3.0), dict(test='tests/a.py::y', wall=1.0, cpu=1.0),

@@ -5,6 +5,7 @@ one that lives less than the sampling interval is missed: its CPU shows in the "
 
     .venv/bin/python tools/proc_costs.py --out _build/proc-costs.json -- make -o .venv/.installed test-py
     .venv/bin/python tools/proc_costs.py --report _build/proc-costs.json [--kind 'python -c' --top 15]
+    .venv/bin/python tools/proc_costs.py --report _build/proc-costs.json --by-owner   # by test, tutorial, notebooks
 """
 import argparse, collections, json, os, re, signal, subprocess, sys, threading, time
 from pathlib import Path
@@ -43,7 +44,7 @@ def kind(cmd:str) -> str:
     return f'{prog} {cmd.split(" ")[1].rsplit("/", 1)[-1]}' if prog.startswith('python') and ' ' in cmd else prog or '?'
 
 def sample(stop:threading.Event, every:float=0.5) -> dict:
-    """(pid, start time) -> [command line, CPU seconds, parent pid] of every process seen until `stop` is set (a process
+    """(pid, start time) -> [command line, CPU seconds, parent pid, working folder] of every process seen until `stop` is set (a process
     already running at the first pass counts from then)."""
     seen, base, first = {}, {}, True
     while True:
@@ -58,7 +59,9 @@ def sample(stop:threading.Event, every:float=0.5) -> dict:
                 if key in seen: seen[key][1] = cpu - base.get(key, 0.0)
                 else:
                     cmd = open(f'/proc/{p}/cmdline', 'rb').read().replace(b'\0', b' ').decode(errors='replace').strip()
-                    seen[key] = [cmd[:400] or s[s.find('(') + 1:r], cpu - base.get(key, 0.0), int(f[1])]
+                    try: cwd = os.readlink(f'/proc/{p}/cwd')
+                    except OSError: cwd = ''
+                    seen[key] = [cmd[:400] or s[s.find('(') + 1:r], cpu - base.get(key, 0.0), int(f[1]), cwd]
             except (OSError, IndexError, ValueError): pass   # it ended meanwhile
         first = False
         if stop.wait(every): return seen
@@ -77,12 +80,40 @@ def table(rows:list, machine:float, top:int, rest:str='not sampled') -> str:
 def report(data:dict, top:int=25, only:str|None=None) -> str:
     "The table by kind; with `only`, the command lines of that kind instead (temporary folders shortened)."
     agg = collections.defaultdict(lambda: [0, 0.0])
-    for _, cmd, cpu, _ in data['procs']:
+    for _, cmd, cpu, *_ in data['procs']:
         k = kind(cmd) if only is None else (re.sub(r'\s+', ' ', re.sub(r'/tmp/\S+', '<tmp>', cmd))[:120] if kind(cmd) == only else None)
         if k is not None: agg[k][0] += 1; agg[k][1] += cpu
     head = f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, the machine busy {data['machine']:.0f} CPU-s\n\n"
     rest = 'not sampled (processes shorter than the interval; the kernel)' if only is None else f'other than {only}'
     return head + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top, rest)
+
+# a working folder -> what it belongs to: a test's tmp_path (pytest names it after the test, cut to 30 characters), a
+# tutorial's run in the shared folder (tests/conftest.py), the repo's notebooks (`make test-nbs`, the docs)
+OWNERS = ((r'/pytest-\d+/(?:popen-gw\d+/)?([^/]+?)\d*(?:/|$)', 'test {}'), (r'/mlwb-tutorials-[^/]+/([^/]+)', 'tutorial {}'),
+          (r'/nbs(?:/|$)', 'notebooks'))
+
+def owner(pid:int, procs:dict) -> str:
+    "What a process works for: its own working folder's owner (`OWNERS`), else its nearest sampled ancestor's, else '?'."
+    for _ in range(64):
+        if pid not in procs: break
+        cmd, cwd, ppid = procs[pid]
+        for pat, fmt in OWNERS:
+            m = re.search(pat, cwd)
+            if m: return fmt.format(*m.groups())
+        pid = ppid
+    return '?'
+
+def by_owner(data:dict, top:int=25) -> str:
+    "The table by what each process works for (`owner`): a test, a tutorial, the notebooks; with its largest kinds."
+    procs = {r[0]: (r[1], r[4] if len(r) > 4 else '', r[3]) for r in data['procs']}
+    agg, kinds = collections.defaultdict(lambda: [0, 0.0]), collections.defaultdict(collections.Counter)
+    for pid, cmd, cpu, *_ in data['procs']:
+        o = owner(pid, procs)
+        agg[o][0] += 1; agg[o][1] += cpu
+        kinds[o][kind(cmd)] += cpu
+    rows = [(f"{o} ({'; '.join(f'{k} {c:.0f}' for k, c in kinds[o].most_common(3))})", n, c) for o, (n, c) in agg.items()]
+    head = f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, the machine busy {data['machine']:.0f} CPU-s\n\n"
+    return head + table(rows, data['machine'], top, 'not sampled (processes shorter than the interval; the kernel)')
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -90,12 +121,14 @@ def main(argv=None):
     p.add_argument('--out', type=Path, help='write the samples here (JSON) when the command ends')
     p.add_argument('--report', type=Path, help='print the table of samples written before, instead of running')
     p.add_argument('--kind', help='list the command lines of this kind instead of the kinds')
+    p.add_argument('--by-owner', action='store_true', help='with --report: by test or tutorial instead of by kind')
     p.add_argument('--top', type=int, default=25, help='rows to show (default 25)')
     p.add_argument('--every', type=float, default=0.5, help='sampling interval in seconds (default 0.5)')
     p.add_argument('command', nargs=argparse.REMAINDER, help='the command to run and measure (after --)')
     a = p.parse_args(argv)
     if a.report:
-        print(report(json.loads(a.report.read_text()), a.top, a.kind))
+        data = json.loads(a.report.read_text())
+        print(by_owner(data, a.top) if a.by_owner else report(data, a.top, a.kind))
         return 0
     cmd = a.command[1:] if a.command[:1] == ['--'] else a.command
     if not cmd: p.error('give a command to run after --, or --report FILE')
@@ -109,7 +142,7 @@ def main(argv=None):
         proc.send_signal(signal.SIGINT); rc = proc.wait()
     stop.set(); sampler.join()
     data = dict(command=' '.join(cmd), exit=rc, wall=time.monotonic() - t0, machine=machine_cpu() - c0,
-                procs=[[pid, c, cpu, ppid] for (pid, _), (c, cpu, ppid) in out.items()])
+                procs=[[pid, c, cpu, ppid, cwd] for (pid, _), (c, cpu, ppid, cwd) in out.items()])
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         tmp = a.out.with_name(a.out.name + '.tmp')
