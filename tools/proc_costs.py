@@ -44,8 +44,8 @@ def kind(cmd:str) -> str:
     return f'{prog} {cmd.split(" ")[1].rsplit("/", 1)[-1]}' if prog.startswith('python') and ' ' in cmd else prog or '?'
 
 def sample(stop:threading.Event, every:float=0.5) -> dict:
-    """(pid, start time) -> [command line, CPU seconds, parent pid, working folder] of every process seen until `stop` is set (a process
-    already running at the first pass counts from then)."""
+    """(pid, start time) -> [command line, CPU seconds, parent pid, working folder] of every process seen until `stop`
+    is set (a process already running at the first pass counts from then)."""
     seen, base, first = {}, {}, True
     while True:
         for p in os.listdir('/proc'):
@@ -77,23 +77,29 @@ def table(rows:list, machine:float, top:int, rest:str='not sampled') -> str:
     lines.append(f'| **the machine, busy** | {sum(r[1] for r in rows)} | {machine:.1f} | 100% | |')
     return '\n'.join(lines)
 
+def _head(data:dict) -> str:
+    "The report's first line: the command, its wall time, the machine's busy CPU."
+    return (f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, "
+            f"the machine busy {data['machine']:.0f} CPU-s\n\n")
+
 def report(data:dict, top:int=25, only:str|None=None) -> str:
     "The table by kind; with `only`, the command lines of that kind instead (temporary folders shortened)."
     agg = collections.defaultdict(lambda: [0, 0.0])
     for _, cmd, cpu, *_ in data['procs']:
         k = kind(cmd) if only is None else (re.sub(r'\s+', ' ', re.sub(r'/tmp/\S+', '<tmp>', cmd))[:120] if kind(cmd) == only else None)
         if k is not None: agg[k][0] += 1; agg[k][1] += cpu
-    head = f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, the machine busy {data['machine']:.0f} CPU-s\n\n"
     rest = 'not sampled (processes shorter than the interval; the kernel)' if only is None else f'other than {only}'
-    return head + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top, rest)
+    return _head(data) + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top, rest)
 
-# a working folder -> what it belongs to: a test's tmp_path (pytest names it after the test, cut to 30 characters), a
-# tutorial's run in the shared folder (tests/conftest.py), the repo's notebooks (`make test-nbs`, the docs)
-OWNERS = ((r'/pytest-\d+/(?:popen-gw\d+/)?([^/]+?)\d*(?:/|$)', 'test {}'), (r'/mlwb-tutorials-[^/]+/([^/]+)', 'tutorial {}'),
+# a working folder -> what it belongs to: a test's tmp_path (pytest names it after the test, cut to 30 characters; a
+# fixture's `tmp_path_factory.mktemp(name)` shows as its name, e.g. "test 01_quickstart": the shards' copy of the
+# quickstart's run), a tutorial's run in the shared folder (tests/conftest.py), the repo's notebooks (`make test-nbs`)
+OWNERS = ((r'/pytest-\d+/(?:popen-gw\d+/)?([^/]+?)\d*(?:/|$)', 'test {}'),
+          (r'/mlwb-tutorials-[^/]+/([^/]+)', 'tutorial {}'),
           (r'/nbs(?:/|$)', 'notebooks'))
 
 def owner(pid:int, procs:dict) -> str:
-    "What a process works for: its own working folder's owner (`OWNERS`), else its nearest sampled ancestor's, else '?'."
+    "What a process works for: its working folder's owner (`OWNERS`), else its nearest sampled ancestor's, else '?'."
     for _ in range(64):
         if pid not in procs: break
         cmd, cwd, ppid = procs[pid]
@@ -111,9 +117,10 @@ def by_owner(data:dict, top:int=25) -> str:
         o = owner(pid, procs)
         agg[o][0] += 1; agg[o][1] += cpu
         kinds[o][kind(cmd)] += cpu
-    rows = [(f"{o} ({'; '.join(f'{k} {c:.0f}' for k, c in kinds[o].most_common(3))})", n, c) for o, (n, c) in agg.items()]
-    head = f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, the machine busy {data['machine']:.0f} CPU-s\n\n"
-    return head + table(rows, data['machine'], top, 'not sampled (processes shorter than the interval; the kernel)')
+    largest = {o: '; '.join(f'{k} {c:.0f}' for k, c in kinds[o].most_common(3)) for o in agg}
+    rows = [(f"{o} ({largest[o]})", n, c) for o, (n, c) in agg.items()]
+    rest = 'not sampled (processes shorter than the interval; the kernel)'
+    return _head(data) + table(rows, data['machine'], top, rest)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
