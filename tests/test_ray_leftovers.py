@@ -92,7 +92,10 @@ def test_a_runs_shared_runtime_stops_when_idle_and_when_its_run_dies(tmp_path):
     "Two stages of one run share its runtime; idle, it stops (the next stage starts it again); the run killed, it goes."
     import tempfile
     owner = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)
-    folder = Path(tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp'))   # what kernels.ray_pool makes for a run
+    from mlops_workbench.kernels import mark_owner
+    folder = Path(tempfile.mkdtemp(prefix='mlwb-ray-', dir='/tmp'))   # what kernels.ray_pool makes for a run: a folder
+    mark_owner(folder)   # with an owner record, which other workers' `clean_stale` respects (without one, a folder idle
+    # for 120 s counts as stale unless a process is seen using it: ci45 lost runtime.json mid-test, cause unconfirmed)
     env = clean_env(MLWB_RAY_RUN=str(folder), MLWB_RAY_RUN_OWNER=str(owner.pid), MLWB_RAY_IDLE_S='3')
     stages = []
     def stage():
