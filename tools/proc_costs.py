@@ -77,6 +77,8 @@ def table(rows:list, machine:float, top:int, rest:str='not sampled') -> str:
     lines.append(f'| **the machine, busy** | {sum(r[1] for r in rows)} | {machine:.1f} | 100% | |')
     return '\n'.join(lines)
 
+NOT_SAMPLED = 'not sampled (processes shorter than the interval; the kernel)'   # the tables' last row but one
+
 def _head(data:dict) -> str:
     "The report's first line: the command, its wall time, the machine's busy CPU."
     return (f"`{data.get('command', '?')}`: {data.get('wall', 0):.0f} s wall, "
@@ -88,7 +90,7 @@ def report(data:dict, top:int=25, only:str|None=None) -> str:
     for _, cmd, cpu, *_ in data['procs']:
         k = kind(cmd) if only is None else (re.sub(r'\s+', ' ', re.sub(r'/tmp/\S+', '<tmp>', cmd))[:120] if kind(cmd) == only else None)
         if k is not None: agg[k][0] += 1; agg[k][1] += cpu
-    rest = 'not sampled (processes shorter than the interval; the kernel)' if only is None else f'other than {only}'
+    rest = NOT_SAMPLED if only is None else f'other than {only}'
     return _head(data) + table([(k, n, c) for k, (n, c) in agg.items()], data['machine'], top, rest)
 
 # a working folder -> what it belongs to: a test's tmp_path (pytest names it after the test, cut to 30 characters; a
@@ -119,8 +121,7 @@ def by_owner(data:dict, top:int=25) -> str:
         kinds[o][kind(cmd)] += cpu
     largest = {o: '; '.join(f'{k} {c:.0f}' for k, c in kinds[o].most_common(3)) for o in agg}
     rows = [(f"{o} ({largest[o]})", n, c) for o, (n, c) in agg.items()]
-    rest = 'not sampled (processes shorter than the interval; the kernel)'
-    return _head(data) + table(rows, data['machine'], top, rest)
+    return _head(data) + table(rows, data['machine'], top, NOT_SAMPLED)
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter,
