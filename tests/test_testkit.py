@@ -54,12 +54,17 @@ def test_a_process_caught_mid_exec_is_looked_at_again(monkeypatch):
     `marked_processes` must not remember such a process as unmarked: the next call reads it again and finds the mark."""
     import testkit
     class Proc:
-        def __init__(self, pid, envs): self.pid, self.envs = pid, list(envs)
+        def __init__(self, pid, envs, ppid=1): self.pid, self.envs, self.parent = pid, list(envs), ppid
         def create_time(self): return 1.0
-        def environ(self): return self.envs.pop(0) if len(self.envs) > 1 else self.envs[0]
+        def ppid(self): return self.parent
+        def environ(self):
+            if self.parent in (0, 2): raise psutil.NoSuchProcess(self.pid)   # what psutil says of a kernel thread's
+            return self.envs.pop(0) if len(self.envs) > 1 else self.envs[0]
     mid_exec, other = Proc(7, [{}, {testkit.MARK_ENV: 'm'}]), Proc(8, [{'PATH': '/bin'}])
-    monkeypatch.setattr(psutil, 'process_iter', lambda: [mid_exec, other])
+    kthreadd, kworker = Proc(2, [{}], ppid=0), Proc(9, [{}], ppid=2)   # the kernel's threads: never an environment
+    monkeypatch.setattr(psutil, 'process_iter', lambda: [mid_exec, other, kthreadd, kworker])
     cache = {}
     assert testkit.marked_processes('m', cache) == []            # mid-exec: not marked yet, and not remembered
     assert testkit.marked_processes('m', cache) == [mid_exec]    # its environment now in place
-    assert cache == {(7, 1.0): True, (8, 1.0): False}
+    # the kernel's threads are remembered as unmarked at once (not read again on every pass of a sampler)
+    assert cache == {(7, 1.0): True, (8, 1.0): False, (2, 1.0): False, (9, 1.0): False}

@@ -193,6 +193,8 @@ def listening(procs) -> set:
             except psutil.Error: pass   # it ended meanwhile
     return out
 
+KTHREADD = 2   # Linux's kernel-thread parent: its children are the kernel's threads
+
 def marked_processes(mark:str, cache:dict|None=None) -> list:
     """The live processes whose environment has `MARK_ENV` = `mark` (each process's environment is read once when
     `cache`, a dict kept between calls, is given)."""
@@ -203,9 +205,11 @@ def marked_processes(mark:str, cache:dict|None=None) -> list:
         try:
             key = (q.pid, q.create_time())
             if key not in cache:
-                env = q.environ()
-                if not env: continue   # in the middle of an exec (its new environment not yet in place): look again next time
-                cache[key] = env.get(MARK_ENV) == mark
+                if KTHREADD in (q.pid, q.ppid()): cache[key] = False   # the kernel's threads (psutil can't read them)
+                else:
+                    env = q.environ()
+                    if not env: continue   # mid-exec (its new environment not yet in place): look again next time
+                    cache[key] = env.get(MARK_ENV) == mark
         except (psutil.Error, OSError): continue   # it ended meanwhile, or is not ours to read
         if cache[key]: out.append(q)
     return out
