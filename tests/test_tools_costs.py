@@ -36,7 +36,7 @@ def test_report_by_owner_follows_folders_then_parents():
         [12, 'ray::IDLE', 3.0, 11, '/'],                                 # a Ray worker: its folder says nothing, its parent's does
         [13, '/v/bin/python -m ipykernel_launcher', 1.5, 1, '/tmp/mlwb-tutorials-ab/04_operate/repo/nbs/tutorials'],
         [14, 'git status', 0.5, 99, '/']])                               # a parent not sampled
-    procs = {r[0]: (r[1], r[4], r[3]) for r in data['procs']}
+    procs = {r[0]: (r[4], r[3]) for r in data['procs']}
     assert proc_costs.owner(12, procs) == 'test test_retrain_from_drift' == proc_costs.owner(11, procs)
     assert proc_costs.owner(13, procs) == 'tutorial 04_operate' and proc_costs.owner(14, procs) == '?'
     rep = proc_costs.by_owner(data)

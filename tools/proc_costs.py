@@ -101,10 +101,11 @@ OWNERS = ((r'/pytest-\d+/(?:popen-gw\d+/)?([^/]+?)\d*(?:/|$)', 'test {}'),
           (r'/nbs(?:/|$)', 'notebooks'))
 
 def owner(pid:int, procs:dict) -> str:
-    "What a process works for: its working folder's owner (`OWNERS`), else its nearest sampled ancestor's, else '?'."
+    """What a process works for: its working folder's owner (`OWNERS`), else its nearest sampled ancestor's, else '?'
+    (`procs`: pid -> (working folder, parent pid))."""
     for _ in range(64):
         if pid not in procs: break
-        cmd, cwd, ppid = procs[pid]
+        cwd, ppid = procs[pid]
         for pat, fmt in OWNERS:
             m = re.search(pat, cwd)
             if m: return fmt.format(*m.groups())
@@ -113,7 +114,7 @@ def owner(pid:int, procs:dict) -> str:
 
 def by_owner(data:dict, top:int=25) -> str:
     "The table by what each process works for (`owner`): a test, a tutorial, the notebooks; with its largest kinds."
-    procs = {r[0]: (r[1], r[4] if len(r) > 4 else '', r[3]) for r in data['procs']}
+    procs = {r[0]: (r[4] if len(r) > 4 else '', r[3]) for r in data['procs']}   # older samples have no folder
     agg, kinds = collections.defaultdict(lambda: [0, 0.0]), collections.defaultdict(collections.Counter)
     for pid, cmd, cpu, *_ in data['procs']:
         o = owner(pid, procs)
